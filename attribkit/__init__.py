@@ -1,0 +1,3 @@
+"""attribkit: adversarial attack attribution (the MTAA paper's reference implementation)."""
+
+__version__ = "0.1.0"

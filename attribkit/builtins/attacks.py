@@ -1,0 +1,33 @@
+"""FGSM, PGD (L∞) and C&W (L2) with the settings of the paper's Table 1."""
+
+from attribkit.attacks.cw import cw_l2
+from attribkit.attacks.fgsm import fgsm
+from attribkit.attacks.pgd import pgd
+from attribkit.hookspecs import hookimpl
+from attribkit.specs import AttackSpec, Hyperparameter
+
+EPS_GRID = tuple(float(v) for v in range(10, 201, 10))  # 10/255 … 200/255
+KAPPA_GRID = tuple(float(v) for v in range(5, 101, 5))  # 5 … 100
+
+
+def eps() -> Hyperparameter:
+    return Hyperparameter("eps", EPS_GRID, unit="/255", scale=255.0, symbol="ε", low=0.0, high=255.0,
+                          description="maximum L∞ perturbation")
+
+
+def kappa_reached(margin, values):
+    return margin >= values["kappa"]
+
+
+@hookimpl
+def register_attacks(register):
+    register(AttackSpec("fgsm", fgsm, (eps(),), norm="Linf", library="attribkit (== torchattacks.FGSM)",
+                        description="Fast Gradient Sign Method: one step of size ε"))
+    register(AttackSpec("pgd", pgd, (eps(),), settings={"alpha": 10 / 255, "steps": 100, "random_start": True},
+                        norm="Linf", library="torchattacks",
+                        description="Projected Gradient Descent with random start"))
+    register(AttackSpec("cw", cw_l2, (Hyperparameter("kappa", KAPPA_GRID, symbol="κ", low=0.0,
+                                                     description="logit margin the attack must reach"),),
+                        settings={"c": 50.0, "steps": 500, "lr": 0.01}, success=kappa_reached, norm="L2",
+                        library="attribkit",
+                        description="Carlini & Wagner L2; success means the logit margin reached κ"))

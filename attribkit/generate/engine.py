@@ -1,0 +1,244 @@
+"""The generation loop: (victim, attack, split) jobs, each one shard.
+
+A job attacks clean images that its victim classifies correctly, in a seeded
+order, batch by batch, until every grid point of the attack has its quota of
+successful examples or has attacked ``max_attempts_factor × quota`` images.
+Each job derives its own seed from the scenario's, so a resumed run produces
+the same shards as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from .. import plugins
+from ..attacks import logit_margin
+from ..data import load_dataset, split_dataset
+from ..errors import AttribkitError, DataError
+from ..specs import AttackSpec
+from ..versions import library_versions
+from .scenario import AttackPlan, Scenario
+from .store import CLEAN, FORMAT, MANIFEST, SHARDS, read_manifest, save_tensors_atomic, write_json_atomic
+from .victims import resolve_victim
+
+SPLITS = ("train", "test")
+
+
+class Progress(Protocol):
+    def begin(self, total: int, done: int) -> None: ...
+    def start_job(self, label: str, total: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def end_job(self, skipped: int) -> None: ...
+
+
+class SilentProgress:
+    def begin(self, total, done): pass
+    def start_job(self, label, total): pass
+    def advance(self, n): pass
+    def end_job(self, skipped): pass
+
+
+@dataclass(frozen=True)
+class Job:
+    victim: str
+    attack: str
+    split: str
+
+    @property
+    def shard(self) -> str:
+        return f"{self.victim}__{self.attack}__{self.split}.safetensors"
+
+
+def derive_seed(*parts) -> int:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _prepare_out(out: Path, scenario: Scenario) -> dict | None:
+    """The existing manifest to resume from, or None for a fresh data set."""
+    if (out / MANIFEST).exists():
+        manifest = read_manifest(out)
+        if manifest["fingerprint"] != scenario.fingerprint():
+            raise DataError(f"--out {str(out)!r} holds data of scenario {manifest['scenario']['name']!r} with other "
+                            f"settings; choose another --out (nothing was changed)")
+        return manifest
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"--out {str(out)!r} is not empty and holds no attribkit data set; choose another --out")
+    return None
+
+
+def plan_jobs(scenario: Scenario) -> list[Job]:
+    return [Job(v.name, a.name, split) for v in scenario.victims for a in scenario.attacks for split in SPLITS]
+
+
+def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None,
+             progress: Progress | None = None) -> dict:
+    """Generate (or finish generating) the data set; returns the manifest."""
+    out, zoo = Path(out), Path(zoo or scenario.zoo)
+    progress = progress or SilentProgress()
+    previous = _prepare_out(out, scenario)
+    dataset = load_dataset(scenario.dataset)
+    split = split_dataset(dataset.labels, scenario.test_fraction, scenario.seed)
+    victims = {ref.name: resolve_victim(ref, zoo, dataset) for ref in scenario.victims}
+    attacks = {plan.name: plugins.get("attacks", plan.name) for plan in scenario.attacks}
+
+    manifest = previous or _new_manifest(scenario, dataset, split, attacks)
+    for name, (_, record, sha) in victims.items():
+        known = manifest["victims"].get(name)
+        if known and known["weights_sha256"] != sha:
+            raise DataError(f"victim {name!r} changed since {str(out)!r} was started (weights differ); "
+                            f"use another --out")
+        manifest["victims"][name] = {**record.__dict__, "weights_sha256": sha}
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / CLEAN).exists():
+        save_tensors_atomic(out / CLEAN, {"images": dataset.images, "labels": dataset.labels,
+                                          "train_index": split.train, "test_index": split.test})
+    manifest["status"] = "partial"
+    write_json_atomic(out / MANIFEST, manifest)
+
+    plans = {p.name: p for p in scenario.attacks}
+    jobs = plan_jobs(scenario)
+    quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
+    job_total = {j: quota[j.split] * len(plans[j.attack].points()) for j in jobs}
+    pending = [j for j in jobs if j.shard not in manifest["shards"] or not (out / SHARDS / j.shard).exists()]
+    progress.begin(sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
+    pools = {}
+    for job in pending:
+        model = victims[job.victim][0]
+        key = (job.victim, job.split)
+        if key not in pools:
+            pools[key] = _correctly_classified(model, dataset, getattr(split, job.split))
+        progress.start_job(f"{job.victim} · {job.attack} · {job.split}", job_total[job])
+        start = time.time()
+        tensors, cells = run_job(
+            model, attacks[job.attack], plans[job.attack], dataset, pools[key], quota[job.split], scenario,
+            seed=derive_seed(scenario.seed, job.victim, job.attack, job.split), progress=progress)
+        tensors["attack"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["attack"].index(job.attack))
+        tensors["victim"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["victim"].index(job.victim))
+        save_tensors_atomic(out / SHARDS / job.shard, tensors,
+                            {"format": FORMAT, "victim": job.victim, "attack": job.attack, "split": job.split})
+        manifest["shards"][job.shard] = {"victim": job.victim, "attack": job.attack, "split": job.split,
+                                         "examples": len(tensors["images"]), "seconds": round(time.time() - start, 2),
+                                         "cells": cells}
+        write_json_atomic(out / MANIFEST, manifest)
+        progress.end_job(job_total[job] - len(tensors["images"]))
+    manifest["status"] = "complete"
+    manifest["totals"] = _totals(manifest)
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def _new_manifest(scenario: Scenario, dataset, split, attacks: dict[str, AttackSpec]) -> dict:
+    hps = {}
+    for spec in attacks.values():
+        for hp in spec.hyperparameters:
+            entry = hps.setdefault(hp.name, {"unit": hp.unit, "scale": hp.scale, "symbol": hp.symbol, "attacks": []})
+            entry["attacks"].append(spec.name)
+    return {
+        "format": FORMAT,
+        "scenario": scenario.to_dict(),
+        "fingerprint": scenario.fingerprint(),
+        "versions": library_versions(),
+        "dataset": {"name": dataset.name, "images": len(dataset.images), "shape": list(dataset.shape),
+                    "num_classes": dataset.num_classes},
+        "split": {"seed": scenario.seed, "test_fraction": scenario.test_fraction,
+                  "train": len(split.train), "test": len(split.test)},
+        "label_spaces": {
+            "attack": [a.name for a in scenario.attacks],
+            "victim": [v.name for v in scenario.victims],
+            "hyperparameters": hps,
+            "attack_info": {s.name: {"norm": s.norm, "targeted": s.targeted,
+                                     "hyperparameters": [h.name for h in s.hyperparameters]}
+                            for s in attacks.values()},
+        },
+        "victims": {},
+        "shards": {},
+        "status": "partial",
+    }
+
+
+def _totals(manifest: dict) -> dict:
+    totals = {}
+    for shard in manifest["shards"].values():
+        t = totals.setdefault(shard["split"], {"examples": 0, "attempted": 0, "succeeded": 0})
+        t["examples"] += shard["examples"]
+        for cell in shard["cells"]:
+            t["attempted"] += cell["attempted"]
+            t["succeeded"] += cell["succeeded"]
+    return totals
+
+
+@torch.no_grad()
+def _correctly_classified(model, dataset, index: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Attacking an image the victim already gets wrong proves nothing."""
+    keep = []
+    for i in range(0, len(index), batch_size):
+        idx = index[i:i + batch_size]
+        keep.append(idx[model(dataset.images[idx]).argmax(1) == dataset.labels[idx]])
+    return torch.cat(keep)
+
+
+def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tensor, quota: int, scenario: Scenario,
+            *, seed: int, progress: Progress) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    points = plan.points()
+    natural = [{k: spec.hyperparameter(k).to_natural(v) for k, v in p.items()} for p in points]
+    kept: list[list[dict[str, torch.Tensor]]] = [[] for _ in points]
+    need = [quota] * len(points)
+    attempted = [0] * len(points)
+    succeeded = [0] * len(points)
+    max_attempts = int(scenario.max_attempts_factor * quota)
+    order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))]
+    for b, start in enumerate(range(0, len(order), scenario.batch_size)):
+        active = [i for i in range(len(points)) if need[i] > 0 and attempted[i] < max_attempts]
+        if not active:
+            break
+        idx = order[start:start + scenario.batch_size]
+        x, y = dataset.images[idx], dataset.labels[idx]
+        torch.manual_seed(derive_seed(seed, b))  # random starts (PGD) are reproducible per batch
+        advs = spec.run(model, x, y, [natural[i] for i in active], plan.settings)
+        if len(advs) != len(active):
+            raise AttribkitError(f"attack {spec.name!r} returned {len(advs)} batches for {len(active)} grid points")
+        for i, adv in zip(active, advs):
+            rows = _measure(model, spec, adv, x, y, idx, points[i], natural[i])
+            attempted[i] += len(idx)
+            succeeded[i] += int(rows["success"].sum())
+            take = torch.ones_like(rows["success"]) if scenario.keep_failed else rows["success"]
+            chosen = torch.nonzero(take).flatten()[:need[i]]
+            if len(chosen):
+                kept[i].append({k: v[chosen] for k, v in rows.items()})
+                need[i] -= len(chosen)
+                progress.advance(len(chosen))
+    cells = [{"values": points[i], "attempted": attempted[i], "succeeded": succeeded[i], "kept": quota - need[i],
+              "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None}
+             for i in range(len(points))]
+    rows = [r for per_point in kept for r in per_point]
+    if not rows:
+        empty = _measure(model, spec, dataset.images[:0], dataset.images[:0], dataset.labels[:0],
+                         pool[:0], points[0], natural[0])
+        return empty, cells
+    return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}, cells
+
+
+@torch.no_grad()
+def _measure(model, spec: AttackSpec, adv, x, y, idx, display: dict, natural: dict) -> dict[str, torch.Tensor]:
+    if not torch.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1 or adv.shape != x.shape:
+        raise AttribkitError(f"attack {spec.name!r} returned images outside [0, 1] or of the wrong shape")
+    logits = model(adv) if len(adv) else torch.zeros(0, 1)
+    margin = logit_margin(logits, y) if len(adv) else torch.zeros(0)
+    values = {k: torch.full((len(adv),), v) for k, v in natural.items()}
+    delta = (adv - x).flatten(1)
+    rows = {
+        "images": adv.float(), "clean_index": idx.long(), "label": y.long(),
+        "pred": logits.argmax(1) if len(adv) else torch.zeros(0, dtype=torch.long),
+        "success": spec.success(margin, values).bool(), "margin": margin.float(),
+        "l2": delta.norm(dim=1), "linf": delta.abs().amax(dim=1) if len(adv) else torch.zeros(0),
+    }
+    for k, v in display.items():
+        rows[f"hp_{k}"] = torch.full((len(adv),), float(v))
+    return rows

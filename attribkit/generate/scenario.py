@@ -1,0 +1,225 @@
+"""Scenario files (TOML): data set × victims × attacks × grids × examples per cell.
+
+Grids are written in each hyperparameter's display units (ε in /255, as in
+the paper's Table 1), either as a list or as {start, stop, step}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .. import plugins
+from ..errors import AttribkitError, ScenarioError
+
+
+@dataclass(frozen=True)
+class VictimRef:
+    """A zoo victim by name, or any timm model with a local safetensors checkpoint."""
+
+    name: str
+    timm: str | None = None
+    checkpoint: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize_to: int | None = None
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    name: str
+    grid: dict[str, tuple[float, ...]]  # display units, per hyperparameter
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def points(self) -> list[dict[str, float]]:
+        """Every combination of grid values (display units)."""
+        names = list(self.grid)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(self.grid[n] for n in names))]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    dataset: str
+    victims: tuple[VictimRef, ...]
+    attacks: tuple[AttackPlan, ...]
+    train_per_cell: int
+    test_per_cell: int
+    seed: int = 0
+    test_fraction: float = 0.2
+    zoo: str = "zoo"
+    batch_size: int = 64
+    max_attempts_factor: float = 8.0  # give up on a cell after attacking this × its quota
+    keep_failed: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Identity of the data this scenario produces (the zoo path is where, not what)."""
+        data = self.to_dict()
+        data.pop("zoo")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_TOP_KEYS = {"name", "dataset", "seed", "test_fraction", "zoo", "victims", "attacks", "cells", "batch_size",
+             "max_attempts_factor", "keep_failed", "description"}
+_CELL_KEYS = {"train", "test"}
+_ATTACK_KEYS = {"name", "grid", "settings"}
+_VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to"}
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _typed(value, kind, where: str):
+    ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+    if not ok:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ScenarioError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _grid(spec, where: str) -> tuple[float, ...]:
+    if isinstance(spec, dict):
+        _check_keys(spec, {"start", "stop", "step"}, where)
+        try:
+            start, stop, step = (float(_typed(spec[k], (int, float), f"{where}.{k}")) for k in ("start", "stop", "step"))
+        except KeyError as missing:
+            raise ScenarioError(f"{where}: missing {missing.args[0]!r} (need start, stop, step)") from None
+        if step <= 0:
+            raise ScenarioError(f"{where}: step must be positive, got {step:g}")
+        if stop < start:
+            raise ScenarioError(f"{where}: inverted grid, start {start:g} > stop {stop:g}")
+        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        values = tuple(round(start + i * step, 10) for i in range(count))
+    elif isinstance(spec, list):
+        values = tuple(float(_typed(v, (int, float), where)) for v in spec)
+    else:
+        raise ScenarioError(f"{where}: a grid is a list of numbers or {{start, stop, step}}, got {spec!r}")
+    if not values:
+        raise ScenarioError(f"{where}: empty grid")
+    if len(set(values)) != len(values):
+        raise ScenarioError(f"{where}: grid repeats a value")
+    return values
+
+
+def _attack(table, i: int) -> AttackPlan:
+    where = f"attacks[{i}]"
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: expected a table, got {table!r}")
+    _check_keys(table, _ATTACK_KEYS, where)
+    if "name" not in table:
+        raise ScenarioError(f"{where}: missing 'name'")
+    spec = plugins.get("attacks", _typed(table["name"], str, f"{where}.name"))
+    where = f"attack {spec.name!r}"
+    grid_in = _typed(table.get("grid", {}), dict, f"{where}.grid")
+    declared = {h.name: h for h in spec.hyperparameters}
+    for key in grid_in:
+        if key not in declared:
+            raise ScenarioError(f"{where}.grid: {spec.name} has no hyperparameter {key!r} "
+                                f"(it declares: {', '.join(declared)})")
+    grid = {}
+    for name, hp in declared.items():
+        values = _grid(grid_in[name], f"{where}.grid.{name}") if name in grid_in else hp.grid
+        try:
+            hp.check_values(values)
+        except AttribkitError as exc:
+            raise ScenarioError(f"{where}.grid: {exc}") from None
+        grid[name] = values
+    settings_in = _typed(table.get("settings", {}), dict, f"{where}.settings")
+    for key, value in settings_in.items():
+        if key not in spec.settings:
+            raise ScenarioError(f"{where}.settings: unknown setting {key!r} "
+                                f"(it has: {', '.join(spec.settings) or 'none'})")
+        default = spec.settings[key]
+        _typed(value, (int, float) if isinstance(default, (int, float)) and not isinstance(default, bool)
+               else type(default), f"{where}.settings.{key}")
+    return AttackPlan(spec.name, grid, {**spec.settings, **settings_in})
+
+
+def _victim(entry, i: int) -> VictimRef:
+    where = f"victims[{i}]"
+    if isinstance(entry, str):
+        return VictimRef(entry)
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"{where}: expected a zoo name or a table, got {entry!r}")
+    _check_keys(entry, _VICTIM_KEYS, where)
+    if "name" not in entry:
+        raise ScenarioError(f"{where}: missing 'name'")
+    if ("timm" in entry) != ("checkpoint" in entry):
+        raise ScenarioError(f"{where}: an external victim needs both 'timm' and 'checkpoint'")
+    seq = lambda k: tuple(float(_typed(v, (int, float), f"{where}.{k}")) for v in _typed(entry[k], list, f"{where}.{k}"))
+    return VictimRef(
+        _typed(entry["name"], str, f"{where}.name"), entry.get("timm"), entry.get("checkpoint"),
+        seq("mean") if "mean" in entry else None, seq("std") if "std" in entry else None,
+        _typed(entry["resize_to"], int, f"{where}.resize_to") if "resize_to" in entry else None,
+    )
+
+
+def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
+    _check_keys(data, _TOP_KEYS, "scenario")
+    for key in ("dataset", "victims", "attacks", "cells"):
+        if key not in data:
+            raise ScenarioError(f"scenario: missing {key!r}")
+    cells = _typed(data["cells"], dict, "cells")
+    _check_keys(cells, _CELL_KEYS, "cells")
+    counts = {k: _typed(cells.get(k), int, f"cells.{k}") for k in ("train", "test")}
+    if min(counts.values()) < 1:
+        raise ScenarioError(f"cells: train and test must be ≥ 1, got {counts}")
+    victims = tuple(_victim(v, i) for i, v in enumerate(_typed(data["victims"], list, "victims")))
+    attacks = tuple(_attack(a, i) for i, a in enumerate(_typed(data["attacks"], list, "attacks")))
+    for kind, items in (("victims", victims), ("attacks", attacks)):
+        if not items:
+            raise ScenarioError(f"scenario: {kind} is empty")
+        names = [x.name for x in items]
+        if len(set(names)) != len(names):
+            raise ScenarioError(f"scenario: {kind} lists a name twice ({names})")
+    dataset = _typed(data["dataset"], str, "dataset")
+    plugins.get("datasets", dataset.partition(":")[0])  # unknown data set: fail before any work
+    sc = Scenario(
+        name=_typed(data.get("name", default_name), str, "name"), dataset=dataset, victims=victims, attacks=attacks,
+        train_per_cell=counts["train"], test_per_cell=counts["test"],
+        seed=_typed(data.get("seed", 0), int, "seed"),
+        test_fraction=float(_typed(data.get("test_fraction", 0.2), (int, float), "test_fraction")),
+        zoo=_typed(data.get("zoo", "zoo"), str, "zoo"),
+        batch_size=_typed(data.get("batch_size", 64), int, "batch_size"),
+        max_attempts_factor=float(_typed(data.get("max_attempts_factor", 8.0), (int, float), "max_attempts_factor")),
+        keep_failed=_typed(data.get("keep_failed", False), bool, "keep_failed"),
+    )
+    if not 0 < sc.test_fraction < 1:
+        raise ScenarioError(f"test_fraction must be in (0, 1), got {sc.test_fraction}")
+    if sc.batch_size < 1 or sc.max_attempts_factor < 1:
+        raise ScenarioError("batch_size must be ≥ 1 and max_attempts_factor ≥ 1")
+    return sc
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    folder = resources.files("attribkit") / "scenarios"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".toml")}
+
+
+def load_scenario(path_or_name: str | Path) -> Scenario:
+    """A TOML file, or the name of a built-in scenario (``quick``, ``paper-mnist``)."""
+    path = Path(path_or_name)
+    if not path.exists():
+        builtin = builtin_scenarios()
+        if str(path_or_name) not in builtin:
+            raise ScenarioError(f"scenario {str(path_or_name)!r} is neither a file nor a built-in "
+                                f"({', '.join(sorted(builtin))})")
+        path = builtin[str(path_or_name)]
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ScenarioError(f"cannot read scenario {str(path)!r}: {exc}") from None
+    return parse_scenario(data, default_name=path.stem)

@@ -1,0 +1,82 @@
+"""The on-disk layout of a generated data set.
+
+    OUT/manifest.json          scenario, versions, label spaces, per-cell counts
+    OUT/clean.safetensors      the clean images and labels, and the split
+    OUT/shards/VICTIM__ATTACK__SPLIT.safetensors   one finished job each
+
+Files are written to a temporary name and renamed, so an interrupted run
+leaves only finished shards behind, and the manifest never names a shard
+that is not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..errors import DataError
+
+MANIFEST = "manifest.json"
+CLEAN = "clean.safetensors"
+SHARDS = "shards"
+FORMAT = "attribkit-data/1"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_manifest(out: Path) -> dict:
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{str(out)!r} is not an attribkit data set (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{str(path)!r} is corrupt: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{str(path)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc}") from None
+
+
+def load_split(out: str | Path, split: str) -> dict[str, torch.Tensor]:
+    """All finished examples of one split ("train" or "test"), every shard
+    concatenated; hyperparameter columns an attack lacks are NaN."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    hp_names = list(manifest["label_spaces"]["hyperparameters"])
+    parts = []
+    for name, shard in sorted(manifest["shards"].items()):
+        if shard["split"] != split:
+            continue
+        tensors, _ = read_tensors(out / SHARDS / name)
+        n = len(tensors["images"])
+        for hp in hp_names:
+            tensors.setdefault(f"hp_{hp}", torch.full((n,), float("nan")))
+        parts.append(tensors)
+    if not parts:
+        raise DataError(f"{str(out)!r} has no finished {split} shards")
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}

@@ -1,0 +1,185 @@
+"""Plugin loading and the registry of everything plugins register.
+
+Built-ins go through exactly the code path of third-party entry points.
+A plugin that fails (import error, unknown hook, exception inside a hook,
+duplicate name, object without the protocol) is recorded with its name and
+skipped; everything else keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import AttribkitError, UnknownNameError
+from .specs import SPEC_TYPES
+
+ENTRY_POINT_GROUP = "attribkit"
+DISABLE_AUTOLOAD_ENV = "ATTRIBKIT_DISABLE_PLUGIN_AUTOLOAD"
+LOAD_ONLY_ENV = "ATTRIBKIT_LOAD_PLUGINS"  # comma-separated entry-point names
+
+DEFAULT_PLUGINS = (
+    "attribkit.builtins.datasets",
+    "attribkit.builtins.victims",
+    "attribkit.builtins.attacks",
+    "attribkit.builtins.backbones",
+)
+
+KINDS = tuple(SPEC_TYPES)
+
+pm = pluggy.PluginManager("attribkit")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    source: str  # "builtin" | "entry point" | "registered"
+    version: str = ""
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registration:
+    spec: Any
+    plugin: str
+
+
+class Registry:
+    """Name → spec tables, one per plugin kind, with where each came from."""
+
+    def __init__(self):
+        self.tables: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+
+    def get(self, kind: str, name: str):
+        table = self.tables[kind]
+        if name not in table:
+            raise UnknownNameError(kind.rstrip("s"), name, table)
+        return table[name].spec
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.tables[kind])
+
+    def errors(self) -> list[str]:
+        return [f"plugin {p.name!r}: {e}" for p in self.plugins.values() for e in p.errors]
+
+
+_loaded = False
+_registry: Registry | None = None
+_sources: dict[str, tuple[str, str]] = {}  # plugin name -> (source, version)
+_load_errors: list[PluginInfo] = []  # plugins that never got registered
+
+
+def _register_plugin(name: str, obj: Any, source: str, version: str = "") -> None:
+    try:
+        pm.register(obj, name=name)
+        pm.check_pending()  # a misspelled hook is an error now, not a silent no-op
+    except Exception as exc:
+        if pm.is_registered(obj):
+            pm.unregister(obj)
+        _load_errors.append(PluginInfo(name, source, version, errors=[_describe(exc)]))
+        return
+    _sources[name] = (source, version)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+
+
+def load_plugins() -> None:
+    """Register the built-ins and the installed entry points, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            _load_errors.append(PluginInfo(module_name, "builtin", errors=[_describe(exc)]))
+            continue
+        _register_plugin(module_name, module, "builtin")
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0"):
+        return
+    only = {n.strip() for n in os.environ.get(LOAD_ONLY_ENV, "").split(",") if n.strip()}
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        if only and ep.name not in only:
+            continue
+        version = ep.dist.version if ep.dist else ""
+        if pm.has_plugin(ep.name):
+            _load_errors.append(PluginInfo(ep.name, "entry point", version,
+                                           errors=["another plugin already uses this name"]))
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # one broken plugin must not take the CLI down
+            _load_errors.append(PluginInfo(ep.name, "entry point", version, errors=[_describe(exc)]))
+            continue
+        _register_plugin(ep.name, obj, "entry point", version)
+
+
+def _collect() -> Registry:
+    reg = Registry()
+    for info in _load_errors:
+        reg.plugins[info.name] = info
+    for plugin_name, plugin in pm.list_name_plugin():
+        source, version = _sources.get(plugin_name, ("registered", ""))
+        reg.plugins[plugin_name] = PluginInfo(plugin_name, source, version)
+    for kind in KINDS:
+        caller = getattr(pm.hook, f"register_{kind}")
+        # call each implementation alone so an exception names its plugin
+        for impl in reversed(caller.get_hookimpls()):
+            info = reg.plugins[impl.plugin_name]
+            info.hooks.append(f"register_{kind}")
+            _call_one(reg, kind, impl, info)
+    return reg
+
+
+def _call_one(reg: Registry, kind: str, impl, info: PluginInfo) -> None:
+    expected = SPEC_TYPES[kind]
+    table = reg.tables[kind]
+
+    def register(spec):
+        if not isinstance(spec, expected):
+            raise AttribkitError(f"register_{kind} got {type(spec).__name__}, expected {expected.__name__}")
+        if spec.name in table:
+            other = table[spec.name].plugin
+            info.errors.append(f"{kind.rstrip('s')} {spec.name!r} is already registered by plugin {other!r}; "
+                               f"plugin {info.name!r} tried to register it again (kept {other!r}'s)")
+            return
+        table[spec.name] = Registration(spec, info.name)
+        info.registered.setdefault(kind, []).append(spec.name)
+
+    try:
+        impl.function(**{arg: register for arg in impl.argnames})
+    except Exception as exc:
+        info.errors.append(f"register_{kind}: {_describe(exc)}")
+
+
+def registry() -> Registry:
+    """The registry of everything installed (loaded on first use)."""
+    global _registry
+    load_plugins()
+    if _registry is None:
+        _registry = _collect()
+    return _registry
+
+
+def refresh() -> Registry:
+    """Rebuild the registry after registering or unregistering a plugin object."""
+    global _registry
+    _registry = None
+    return registry()
+
+
+def get(kind: str, name: str):
+    return registry().get(kind, name)
