@@ -137,7 +137,7 @@ def _collect() -> Registry:
     for kind in KINDS:
         caller = getattr(pm.hook, f"register_{kind}")
         # call each implementation alone so an exception names its plugin
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order: built-ins win a clash
             info = reg.plugins[impl.plugin_name]
             info.hooks.append(f"register_{kind}")
             _call_one(reg, kind, impl, info)
@@ -179,6 +179,16 @@ def refresh() -> Registry:
     global _registry
     _registry = None
     return registry()
+
+
+def reset() -> None:
+    """Forget every loaded plugin (tests, and hosts that change what is installed)."""
+    global _loaded, _registry
+    for plugin in list(pm.get_plugins()):
+        pm.unregister(plugin)
+    _loaded, _registry = False, None
+    _sources.clear()
+    _load_errors.clear()
 
 
 def get(kind: str, name: str):

@@ -72,7 +72,11 @@ def load_weights(victim: Victim, path: Path, name: str) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise AttribkitError(f"victim {name!r}: cannot read weights {str(path)!r}: {exc}") from None
-    missing, unexpected = victim.net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = victim.net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: another width or architecture
+        detail = str(exc).strip().splitlines()[-1].strip()
+        raise AttribkitError(f"victim {name!r}: weights in {str(path)!r} do not match its architecture ({detail})") from None
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise AttribkitError(f"victim {name!r}: weights in {str(path)!r} do not match its architecture ({detail})")

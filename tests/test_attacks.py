@@ -1,0 +1,71 @@
+import pytest
+import torch
+import torchattacks
+
+from attribkit import plugins
+from attribkit.attacks import logit_margin
+
+
+@pytest.fixture(scope="module")
+def batch(mnist):
+    return mnist.images[:24], mnist.labels[:24]
+
+
+def _run(name, model, x, y, grid, **settings):
+    spec = plugins.get("attacks", name)
+    return spec.run(model, x, y, grid, {**spec.settings, **settings})
+
+
+def test_fgsm_shared_gradient_is_bit_identical_to_torchattacks_per_eps(tiny_resnet, batch):
+    x, y = batch
+    eps = [10 / 255, 40 / 255, 200 / 255]
+    ours = _run("fgsm", tiny_resnet, x, y, [{"eps": e} for e in eps])
+    for e, adv in zip(eps, ours):
+        reference = torchattacks.FGSM(tiny_resnet, eps=e)(x, y)
+        assert torch.equal(adv, reference)
+        assert (adv - x).abs().max() <= e + 1e-7
+        assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_pgd_stays_in_the_eps_ball_and_beats_fgsm(tiny_resnet, batch):
+    x, y = batch
+    torch.manual_seed(0)
+    (pgd,) = _run("pgd", tiny_resnet, x, y, [{"eps": 20 / 255}], steps=10)
+    (fgsm,) = _run("fgsm", tiny_resnet, x, y, [{"eps": 20 / 255}])
+    assert (pgd - x).abs().max() <= 20 / 255 + 1e-6
+    with torch.no_grad():
+        assert logit_margin(tiny_resnet(pgd), y).mean() > logit_margin(tiny_resnet(fgsm), y).mean()
+
+
+def test_cw_successes_reach_kappa_and_kappa_changes_the_result(tiny_resnet, batch):
+    x, y = batch
+    spec = plugins.get("attacks", "cw")
+    kappas = (2.0, 8.0)
+    advs = _run("cw", tiny_resnet, x, y, [{"kappa": k} for k in kappas], steps=60)
+    margins, l2 = [], []
+    with torch.no_grad():
+        for k, adv in zip(kappas, advs):
+            m = logit_margin(tiny_resnet(adv), y)
+            ok = spec.success(m, {"kappa": torch.full_like(m, k)})
+            assert ok.float().mean() > 0.5, f"κ={k}: only {ok.float().mean():.0%} succeeded"
+            assert (m[ok] >= k).all()
+            margins.append(m[ok].mean())
+            l2.append((adv - x).flatten(1).norm(dim=1)[ok].mean())
+    assert not torch.equal(advs[0], advs[1])
+    assert margins[1] > margins[0] + 3 and l2[1] > l2[0]
+
+
+def test_cw_failures_are_reported_not_labelled(tiny_resnet, batch):
+    x, y = batch
+    spec = plugins.get("attacks", "cw")
+    (adv,) = _run("cw", tiny_resnet, x, y, [{"kappa": 1000.0}], steps=5)
+    with torch.no_grad():
+        m = logit_margin(tiny_resnet(adv), y)
+    assert not spec.success(m, {"kappa": torch.full_like(m, 1000.0)}).any()
+
+
+def test_batched_kappa_grid_equals_one_run_per_kappa(tiny_resnet, batch):
+    x, y = batch[0][:6], batch[1][:6]
+    together = _run("cw", tiny_resnet, x, y, [{"kappa": 2.0}, {"kappa": 6.0}], steps=15)
+    alone = _run("cw", tiny_resnet, x, y, [{"kappa": 6.0}], steps=15)[0]
+    assert torch.allclose(together[1], alone, atol=1e-5)
