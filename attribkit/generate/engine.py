@@ -218,10 +218,10 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
               "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None}
              for i in range(len(points))]
     rows = [r for per_point in kept for r in per_point]
-    if not rows:
-        empty = _measure(model, spec, dataset.images[:0], dataset.images[:0], dataset.labels[:0],
-                         pool[:0], points[0], natural[0])
-        return empty, cells
+    if not rows:  # every example failed: an empty shard with the usual columns
+        template = _measure(model, spec, dataset.images[:1], dataset.images[:1], dataset.labels[:1],
+                            torch.zeros(1, dtype=torch.long), points[0], natural[0])
+        return {k: v[:0] for k, v in template.items()}, cells
     return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}, cells
 
 
@@ -229,15 +229,15 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
 def _measure(model, spec: AttackSpec, adv, x, y, idx, display: dict, natural: dict) -> dict[str, torch.Tensor]:
     if not torch.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1 or adv.shape != x.shape:
         raise AttribkitError(f"attack {spec.name!r} returned images outside [0, 1] or of the wrong shape")
-    logits = model(adv) if len(adv) else torch.zeros(0, 1)
-    margin = logit_margin(logits, y) if len(adv) else torch.zeros(0)
+    logits = model(adv)
+    margin = logit_margin(logits, y)
     values = {k: torch.full((len(adv),), v) for k, v in natural.items()}
     delta = (adv - x).flatten(1)
     rows = {
         "images": adv.float(), "clean_index": idx.long(), "label": y.long(),
-        "pred": logits.argmax(1) if len(adv) else torch.zeros(0, dtype=torch.long),
+        "pred": logits.argmax(1),
         "success": spec.success(margin, values).bool(), "margin": margin.float(),
-        "l2": delta.norm(dim=1), "linf": delta.abs().amax(dim=1) if len(adv) else torch.zeros(0),
+        "l2": delta.norm(dim=1), "linf": delta.abs().amax(dim=1),
     }
     for k, v in display.items():
         rows[f"hp_{k}"] = torch.full((len(adv),), float(v))

@@ -60,7 +60,7 @@ class Scenario:
     keep_failed: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return json.loads(json.dumps(asdict(self)))  # lists, as it reads back from manifest.json
 
     def fingerprint(self) -> str:
         """Identity of the data this scenario produces (the zoo path is where, not what)."""

@@ -33,10 +33,13 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    # one metadata key: safetensors writes several in hash order, which would
+    # make identical data produce different bytes from run to run
+    header = {"attribkit": json.dumps(metadata, sort_keys=True)} if metadata else None
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
     os.replace(tmp, path)
 
 
@@ -53,12 +56,12 @@ def read_manifest(out: Path) -> dict:
     return manifest
 
 
-def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError) as exc:
+            header = f.metadata() or {}
+        return load_file(str(path)), json.loads(header.get("attribkit", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from None
 
 

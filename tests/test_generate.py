@@ -1,0 +1,183 @@
+import json
+import pytest
+import torch
+from click.testing import CliRunner
+
+from attribkit.cli import cli
+from attribkit.data import split_dataset
+from attribkit.errors import DataError
+from attribkit.generate import engine
+from attribkit.generate.engine import generate
+from attribkit.generate.scenario import parse_scenario
+from attribkit.generate.store import load_split, read_manifest, read_tensors
+
+TINY = {
+    "name": "tiny", "dataset": "mnist5k", "seed": 7, "batch_size": 8,
+    "victims": ["tiny-resnet", "tiny-vgg"], "cells": {"train": 4, "test": 2},
+    "attacks": [
+        {"name": "fgsm", "grid": {"eps": [20, 100]}},
+        {"name": "pgd", "grid": {"eps": [20, 100]}, "settings": {"steps": 3}},
+        {"name": "cw", "grid": {"kappa": [1, 3]}, "settings": {"steps": 25}},
+    ],
+}
+
+
+def tiny(zoo, **overrides):
+    return parse_scenario({**TINY, "zoo": str(zoo), **overrides})
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    return out, generate(tiny(tiny_zoo), out)
+
+
+def shard_bytes(out):
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").glob("*.safetensors"))}
+
+
+def test_manifest_describes_a_complete_data_set(generated):
+    out, manifest = generated
+    assert manifest["status"] == "complete" and read_manifest(out) == manifest
+    assert manifest["label_spaces"]["attack"] == ["fgsm", "pgd", "cw"]
+    assert manifest["label_spaces"]["victim"] == ["tiny-resnet", "tiny-vgg"]
+    assert manifest["label_spaces"]["hyperparameters"]["eps"] == {
+        "unit": "/255", "scale": 255.0, "symbol": "ε", "attacks": ["fgsm", "pgd"]}
+    assert len(manifest["shards"]) == 2 * 3 * 2
+    assert set(manifest["versions"]) >= {"torch", "timm", "torchattacks", "python"}
+    for shard in manifest["shards"].values():
+        for cell in shard["cells"]:
+            assert cell["kept"] <= cell["succeeded"] <= cell["attempted"]
+        assert shard["examples"] == sum(c["kept"] for c in shard["cells"])
+    assert manifest["totals"]["train"]["examples"] == sum(
+        s["examples"] for s in manifest["shards"].values() if s["split"] == "train")
+
+
+def test_examples_carry_labels_they_achieved(generated, tiny_zoo):
+    out, manifest = generated
+    train, test = load_split(out, "train"), load_split(out, "test")
+    attacks = manifest["label_spaces"]["attack"]
+    for data in (train, test):
+        assert data["success"].all()
+        assert data["images"].min() >= 0 and data["images"].max() <= 1
+        linf_attack = data["attack"] != attacks.index("cw")
+        assert (data["linf"][linf_attack] <= data["hp_eps"][linf_attack] / 255 + 1e-6).all()
+        assert torch.isnan(data["hp_kappa"][linf_attack]).all()
+        cw = ~linf_attack
+        assert (data["margin"][cw] >= data["hp_kappa"][cw]).all()
+        assert (data["margin"][linf_attack] > 0).all()
+        assert (data["pred"] != data["label"]).all()
+    assert len(test["images"]) <= 2 * 2 * 3 * 2  # victims × values × attacks × quota
+
+
+def test_no_clean_image_is_in_both_splits(generated, mnist):
+    out, _ = generated
+    train, test = load_split(out, "train"), load_split(out, "test")
+    split = split_dataset(mnist.labels, 0.2, seed=7)
+    assert set(train["clean_index"].tolist()) <= set(split.train.tolist())
+    assert set(test["clean_index"].tolist()) <= set(split.test.tolist())
+    clean, _ = read_tensors(out / "clean.safetensors")
+    assert torch.equal(clean["images"][train["clean_index"]], mnist.images[train["clean_index"]])
+    assert torch.equal(train["label"], mnist.labels[train["clean_index"]])
+
+
+def test_same_seed_same_data_bit_for_bit(generated, tiny_zoo, tmp_path):
+    out, _ = generated
+    generate(tiny(tiny_zoo), tmp_path / "again")
+    assert shard_bytes(tmp_path / "again") == shard_bytes(out)
+
+
+class InterruptAfter(engine.SilentProgress):
+    def __init__(self, jobs):
+        self.left = jobs
+
+    def end_job(self, skipped):
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_keeps_finished_shards_and_matches(generated, tiny_zoo, tmp_path):
+    out, _ = generated
+    target = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        generate(tiny(tiny_zoo), target, progress=InterruptAfter(3))
+    partial = read_manifest(target)
+    assert partial["status"] == "partial" and len(partial["shards"]) == 3
+    kept = {p.name: p.stat().st_mtime_ns for p in (target / "shards").glob("*.safetensors")}
+    assert len(kept) == 3
+    final = generate(tiny(tiny_zoo), target)
+    assert final["status"] == "complete"
+    assert all((target / "shards" / name).stat().st_mtime_ns == t for name, t in kept.items())
+    assert shard_bytes(target) == shard_bytes(out)
+
+
+def test_out_of_another_scenario_is_refused_and_left_alone(generated, tiny_zoo):
+    out, _ = generated
+    before = shard_bytes(out)
+    with pytest.raises(DataError, match="holds data of scenario 'tiny' with other settings"):
+        generate(tiny(tiny_zoo, seed=8), out)
+    assert shard_bytes(out) == before and read_manifest(out)["status"] == "complete"
+
+
+def test_foreign_non_empty_out_is_refused(tiny_zoo, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty and holds no attribkit data set"):
+        generate(tiny(tiny_zoo), tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_failed_attacks_are_excluded_and_counted(tiny_zoo, tmp_path):
+    sc = tiny(tiny_zoo, victims=["tiny-resnet"], attacks=[{"name": "cw", "grid": {"kappa": [500]},
+                                                           "settings": {"steps": 2}}], max_attempts_factor=2)
+    manifest = generate(sc, tmp_path / "fail")
+    for shard in manifest["shards"].values():
+        (cell,) = shard["cells"]
+        assert shard["examples"] == 0 and cell["succeeded"] == 0 and cell["kept"] == 0
+        assert cell["attempted"] >= 2 * (4 if shard["split"] == "train" else 2)
+    data = load_split(tmp_path / "fail", "train")
+    assert data["images"].shape == (0, 1, 28, 28) and len(data["hp_kappa"]) == 0
+
+
+def test_cli_generate_json_and_resume(tiny_zoo, tmp_path):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(
+        'name = "cli"\ndataset = "mnist5k"\nvictims = ["tiny-resnet"]\nbatch_size = 8\n'
+        '[cells]\ntrain = 2\ntest = 1\n[[attacks]]\nname = "fgsm"\ngrid.eps = [50, 100]\n')
+    args = ["generate", "--scenario", str(scenario), "--out", str(tmp_path / "d"), "--zoo", str(tiny_zoo), "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["status"] == "complete"
+    assert summary["cells"] == [{"attack": "fgsm", "victim": "tiny-resnet", "train": 4, "test": 2,
+                                 "attempted": 32, "succeeded": summary["cells"][0]["succeeded"],
+                                 "success_rate": summary["cells"][0]["success_rate"]}]
+    assert 6 <= summary["cells"][0]["succeeded"] <= 32
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["cells"] == summary["cells"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--scenario", "nope.toml", "--out", "x"], "neither a file nor a built-in"),
+    (["list", "victims"], None),
+    (["victims", "train", "--arch", "resnet19", "--out", "z"], "unknown victim 'resnet19'"),
+    (["victims", "train", "--dataset", "cifar", "--out", "z"], "unknown dataset 'cifar'"),
+])
+def test_cli_errors_are_one_line_without_traceback(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, argv)
+    if message is None:
+        assert result.exit_code == 0
+        return
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_generate_missing_victim_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["generate", "--scenario", "quick", "--out", "d", "--zoo", "emptyzoo"])
+    assert result.exit_code == 1
+    assert "victim 'resnet18' is not in zoo 'emptyzoo' (run `attribkit victims train` first)" in result.stderr
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,75 @@
+import pytest
+
+from attribkit.errors import AttribkitError, ScenarioError
+from attribkit.generate.scenario import builtin_scenarios, load_scenario, parse_scenario
+
+
+def base(**overrides):
+    data = {
+        "dataset": "mnist5k", "victims": ["a"], "cells": {"train": 4, "test": 2},
+        "attacks": [{"name": "fgsm", "grid": {"eps": [10, 20]}}],
+    }
+    data.update(overrides)
+    return data
+
+
+def test_paper_scenario_is_table_1():
+    sc = load_scenario("paper-mnist")
+    assert [v.name for v in sc.victims] == ["inception_v3", "resnet18", "resnet50", "vgg16", "vgg19"]
+    plans = {a.name: a for a in sc.attacks}
+    assert plans["fgsm"].grid["eps"] == tuple(float(v) for v in range(10, 201, 10))
+    assert plans["pgd"].settings == {"alpha": pytest.approx(10 / 255), "steps": 100, "random_start": True}
+    assert plans["cw"].grid["kappa"] == tuple(float(v) for v in range(5, 101, 5))
+    assert plans["cw"].settings["c"] == 50.0 and plans["cw"].settings["steps"] == 500
+    assert sum(len(p.points()) for p in sc.attacks) * len(sc.victims) == 300
+    assert (sc.train_per_cell, sc.test_per_cell) == (160, 20)
+
+
+def test_builtin_scenarios_are_reachable_by_name_and_path():
+    assert set(builtin_scenarios()) == {"quick", "paper-mnist"}
+    assert load_scenario("scenarios/quick.toml") == load_scenario("quick")
+
+
+def test_grid_forms_and_defaults():
+    sc = parse_scenario(base(attacks=[{"name": "pgd", "grid": {"eps": {"start": 10, "stop": 30, "step": 10}}},
+                                      {"name": "cw"}]))
+    assert sc.attacks[0].grid == {"eps": (10.0, 20.0, 30.0)}
+    assert len(sc.attacks[1].grid["kappa"]) == 20  # the attack's declared default grid
+    assert sc.attacks[1].points()[0] == {"kappa": 5.0}
+
+
+def test_fingerprint_ignores_where_the_zoo_is_but_not_what_is_generated():
+    assert parse_scenario(base(zoo="x")).fingerprint() == parse_scenario(base(zoo="y")).fingerprint()
+    assert parse_scenario(base(seed=1)).fingerprint() != parse_scenario(base(seed=2)).fingerprint()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"colour": 1}, "unknown key 'colour'"),
+    ({"cells": {"train": 4}}, r"cells.test: expected int, got NoneType"),
+    ({"cells": {"train": "4", "test": 2}}, r"cells.train: expected int, got str"),
+    ({"attacks": [{"name": "fgsm", "grid": {"eps": []}}]}, "empty grid"),
+    ({"attacks": [{"name": "fgsm", "grid": {"eps": {"start": 50, "stop": 10, "step": 10}}}]}, "inverted grid"),
+    ({"attacks": [{"name": "fgsm", "grid": {"eps": {"start": 10, "stop": 50, "step": 0}}}]}, "step must be positive"),
+    ({"attacks": [{"name": "fgsm", "grid": {"eps": [10, "x"]}}]}, "expected int or float, got str"),
+    ({"attacks": [{"name": "fgsm", "grid": {"eps": [10, 300]}}]}, "outside"),
+    ({"attacks": [{"name": "fgsm", "grid": {"kappa": [1]}}]}, "fgsm has no hyperparameter 'kappa'"),
+    ({"attacks": [{"name": "pgd", "settings": {"stepz": 3}}]}, "unknown setting 'stepz'"),
+    ({"attacks": [{"name": "pgd", "settings": {"steps": "many"}}]}, "settings.steps: expected"),
+    ({"attacks": [{"name": "deepfool"}]}, "unknown attack 'deepfool'"),
+    ({"attacks": []}, "attacks is empty"),
+    ({"victims": ["a", "a"]}, "lists a name twice"),
+    ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
+    ({"victims": [{"name": "x", "timm": "resnet34"}]}, "needs both 'timm' and 'checkpoint'"),
+])
+def test_malformed_scenarios_are_rejected_with_a_clear_message(overrides, message):
+    with pytest.raises(AttribkitError, match=message):
+        parse_scenario(base(**overrides))
+
+
+def test_unreadable_scenario_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(ScenarioError, match="cannot read scenario"):
+        load_scenario(bad)
+    with pytest.raises(ScenarioError, match="neither a file nor a built-in"):
+        load_scenario(tmp_path / "missing.toml")
