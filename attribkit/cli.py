@@ -144,30 +144,31 @@ def victims_train(dataset, zoo, archs, width, epochs, seed, force, as_json):
     are kept unless --force.
     """
     from .data import load_dataset
-    from .victims.store import read_record, save_victim, victim_path
-    from .victims.train import make_record, train_victim
 
     _warn_plugin_errors()
-    ds = load_dataset(dataset)
-    archs = archs or tuple(plugins.registry().names("victims"))
-    records = []
-    with make_progress() as progress:
-        for arch in archs:
-            record = make_record(arch, ds, width)
-            if victim_path(zoo, record.name).exists() and not force:
-                records.append(read_record(zoo, record.name))
-                err_console.print(f"{record.name}: already in {zoo} (use --force to retrain)")
-                continue
-            task = progress.add_task(f"train {arch}", total=1, info="")
-
-            def on_step(step, total, loss, task=task):
-                progress.update(task, total=total, completed=step, info=f"loss {loss:.3f}")
-
-            model, record = train_victim(record, ds, epochs=epochs, seed=seed, on_step=on_step)
-            save_victim(zoo, record, model)
-            progress.update(task, info=f"test acc {record.test_accuracy:.2%}")
-            records.append(record)
+    records = _train_victims(zoo, archs or tuple(plugins.registry().names("victims")), load_dataset(dataset),
+                             width=width, epochs=epochs, seed=seed, force=force)
     _print_victims(records, as_json)
+
+
+def _train_victims(zoo, archs, dataset, **kwargs):
+    from .victims.train import train_zoo
+
+    with make_progress() as progress:
+        tasks = {}
+
+        def on_start(arch):
+            tasks[arch] = progress.add_task(f"train {arch}", total=1, info="")
+            return lambda step, total, loss: progress.update(tasks[arch], total=total, completed=step,
+                                                             info=f"loss {loss:.3f}")
+
+        def on_done(record, trained):
+            if trained:
+                progress.update(tasks[record.architecture], info=f"test acc {record.test_accuracy:.2%}")
+            else:
+                err_console.print(f"{record.name}: already in {zoo} (use --force to retrain)")
+
+        return train_zoo(zoo, archs, dataset, on_start=on_start, on_done=on_done, **kwargs)
 
 
 def _print_victims(records, as_json):
@@ -247,6 +248,33 @@ def _print_summary(summary: dict, out: str) -> None:
         table.add_row(c["attack"], c["victim"], str(c["train"]), str(c["test"]),
                       f"{c['success_rate']:.1%}" if c["success_rate"] is not None else "–")
     Console().print(table)
+
+
+@cli.command("demo")
+@click.option("--out", default="attribkit-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's zoo and data set (reused if it exists).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo_cmd(out, as_json):
+    """The whole pipeline on the embedded MNIST digits, no downloads.
+
+    Trains the quick scenario's victims (ResNet18, VGG16, InceptionV3) into
+    OUT/zoo and generates the quick adversarial data set into OUT/data.
+    """
+    from .data import load_dataset
+    from .generate.engine import generate
+    from .generate.scenario import load_scenario
+
+    _warn_plugin_errors()
+    sc = load_scenario("quick")
+    zoo, data = Path(out) / "zoo", Path(out) / "data"
+    _train_victims(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset))
+    with make_progress() as progress:
+        manifest = generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
+    summary = _summarise(manifest)
+    if as_json:
+        _echo_json(summary)
+    else:
+        _print_summary(summary, str(data))
 
 
 def main() -> None:

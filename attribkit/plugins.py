@@ -107,7 +107,7 @@ def load_plugins() -> None:
         except Exception as exc:
             _load_errors.append(PluginInfo(module_name, "builtin", errors=[_describe(exc)]))
             continue
-        _register_plugin(module_name, module, "builtin")
+        _register_plugin(module_name, module, "builtin", _own_version())
     if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0"):
         return
     only = {n.strip() for n in os.environ.get(LOAD_ONLY_ENV, "").split(",") if n.strip()}
@@ -193,3 +193,9 @@ def reset() -> None:
 
 def get(kind: str, name: str):
     return registry().get(kind, name)
+
+
+def _own_version() -> str:
+    from . import __version__
+
+    return __version__

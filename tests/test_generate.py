@@ -181,3 +181,32 @@ def test_cli_generate_missing_victim_says_how_to_fix(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "victim 'resnet18' is not in zoo 'emptyzoo' (run `attribkit victims train` first)" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_any_timm_model_with_a_local_checkpoint_is_a_victim(tmp_path, mnist):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", pretrained=False, num_classes=10, in_chans=1)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    order = torch.randperm(len(mnist.images))
+    for i in range(0, 2000, 50):  # a few seconds: an untrained net predicts one class and cannot be fooled
+        idx = order[i:i + 50]
+        loss = torch.nn.functional.cross_entropy(net((mnist.images[idx] - 0.5) / 0.5), mnist.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_file(net.state_dict(), str(tmp_path / "mine.safetensors"))
+    sc = parse_scenario({**TINY, "victims": [{"name": "mine", "timm": "test_resnet",
+                                              "checkpoint": str(tmp_path / "mine.safetensors"),
+                                              "mean": [0.5], "std": [0.5]}],
+                         "attacks": [{"name": "fgsm", "grid": {"eps": [200]}}], "max_attempts_factor": 50})
+    manifest = generate(sc, tmp_path / "out")
+    victim = manifest["victims"]["mine"]
+    assert victim["timm_name"] == "test_resnet" and victim["architecture"] == "" and victim["mean"] == [0.5]
+    data = load_split(tmp_path / "out", "train")
+    assert len(data["images"]) == 4 and data["success"].all()
+    with torch.no_grad():
+        expected = net.eval()((mnist.images[data["clean_index"]] - 0.5) / 0.5).argmax(1)
+    assert torch.equal(expected, data["label"])  # only images the checkpoint classified correctly were attacked

@@ -89,3 +89,32 @@ def train_victim(
                            seconds=round(time.time() - start, 1))
     record.versions = library_versions()
     return model.freeze(), record
+
+
+StepCallback = Callable[[int, int, float], None]
+
+
+def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = None, epochs: int = 8, seed: int = 0,
+              force: bool = False, on_start: Callable[[str], StepCallback | None] | None = None,
+              on_done: Callable[[VictimRecord, bool], None] | None = None) -> list[VictimRecord]:
+    """Train each architecture into ``zoo`` unless it is already there.
+
+    ``on_start(name)`` may return a per-step callback; ``on_done(record,
+    trained)`` is told whether the victim was trained or found.
+    """
+    from .store import read_record, save_victim, victim_path
+
+    records = []
+    for arch in architectures:
+        record = make_record(arch, dataset, width)
+        trained = force or not victim_path(zoo, record.name).exists()
+        if trained:
+            model, record = train_victim(record, dataset, epochs=epochs, seed=seed,
+                                         on_step=on_start(arch) if on_start else None)
+            save_victim(zoo, record, model)
+        else:
+            record = read_record(zoo, record.name)
+        records.append(record)
+        if on_done:
+            on_done(record, trained)
+    return records
