@@ -250,6 +250,135 @@ def _print_summary(summary: dict, out: str) -> None:
     Console().print(table)
 
 
+@cli.command("train")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New run folder.")
+@click.option("--model", type=click.Choice(["mtaa", "single-task", "single-label"]), default="mtaa", show_default=True,
+              help="MTAA, one network per signature, or one class per attack×victim×value combination.")
+@click.option("--backbone", default="resnet18", show_default=True, help="See `attribkit list backbones`.")
+@click.option("--width", type=float, default=0.25, show_default=True, help="Backbone width (1.0 = paper's, slow on CPU).")
+@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-3, show_default=True)
+@click.option("--loss", type=click.Choice(["uncertainty", "sum"]), default="uncertainty", show_default=True,
+              help="Uncertainty-weighted (eq. 14) or plain sum of task losses.")
+@click.option("--regression", type=click.Choice(["per-attack", "single"]), default="per-attack", show_default=True,
+              help="One regressor per attack hyperparameter, or the paper's single regressor.")
+@click.option("--no-perturbation", is_flag=True, help="Drop the auto-encoder perturbation extractor (ablation).")
+@click.option("--no-task-specific", is_flag=True, help="Share the last stage between branches (ablation).")
+@click.option("--no-fusion", is_flag=True, help="Drop high-low feature fusion (ablation).")
+@click.option("--head", "heads", multiple=True, help="Only these head plugins (default: all that apply).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, lr, weight_decay, loss, regression,
+              no_perturbation, no_task_specific, no_fusion, heads, seed, as_json):
+    """Train an attribution model on a generated data set.
+
+    Adam with cosine LR (the paper's settings by default). The run folder
+    holds the resolved config, versions, seed, safetensors weights,
+    per-epoch metrics (JSON + CSV) and the label spaces to attribute with.
+    """
+    from .train.config import TrainConfig
+
+    _warn_plugin_errors()
+    config = TrainConfig(model=model, backbone=backbone, width=width, perturbation=not no_perturbation,
+                         task_specific=not no_task_specific, fusion=not no_fusion, loss=loss, regression=regression,
+                         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         heads=tuple(heads))
+    meta = _train(data_dir, config, out)
+    summary = {"run": out, "model": model, "seconds": meta["seconds"], "parameters": meta["parameters"],
+               "test": meta["final_test_metrics"]}
+    if as_json:
+        _echo_json(summary)
+    else:
+        _print_metrics(f"{model} → {out} ({meta['seconds']:.0f} s)", meta["final_test_metrics"])
+
+
+def _train(data_dir, config, out):
+    from .train.trainer import train
+
+    with make_progress() as progress:
+        tasks = {}
+
+        def on_step(member, step, total, loss):
+            if member not in tasks:
+                tasks[member] = progress.add_task(f"train {member}", total=total, info="")
+            progress.update(tasks[member], completed=step)
+
+        def on_epoch(member, epoch, epochs, row):
+            acc = " ".join(f"{k.removesuffix('_accuracy')} {v:.1%}" for k, v in row.items()
+                           if k.endswith("_accuracy") and v is not None)
+            rmse = f" rmse {row['hp_rmse']:.1f}" if row.get("hp_rmse") is not None else ""
+            progress.update(tasks[member], info=f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {acc}{rmse}")
+
+        return train(data_dir, config, out, on_step=on_step, on_epoch=on_epoch)
+
+
+def _print_metrics(title, metrics):
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.2f}" for k, v in value.items() if v is not None)
+        elif isinstance(value, float):
+            value = f"{value:.2%}" if key.endswith("accuracy") else f"{value:.2f}"
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@cli.command("attribute")
+@click.option("--run", required=True, type=click.Path(file_okay=False), help="A run folder from `attribkit train`.")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def attribute_cmd(run, inputs, as_json):
+    """Say which attack, victim and hyperparameter made each image.
+
+    INPUTS are PNG/JPEG files, folders of them, or .safetensors batches
+    (tensor 'images', N×C×H×W in [0, 1]). Lossless conversions (grey RGB to
+    one channel, opaque alpha) are made and reported; resizing or colour
+    conversion would alter the perturbation, so such images are rejected.
+    """
+    from .attribute import attribute
+
+    report = attribute(run, list(inputs))
+    if as_json:
+        _echo_json(report)
+        return
+    table = Table(title=f"attribution by {report['model']} ({run})")
+    for col in ("input", "attack", "victim", "hyperparameter", "note"):
+        table.add_column(col, overflow="fold")
+    for r in report["results"]:
+        hp = ", ".join(v["text"] for v in r.get("hyperparameters", {}).values())
+        table.add_row(r["input"], f"{r.get('attack', '–')} ({r.get('attack_probability', 0):.0%})",
+                      f"{r.get('victim', '–')} ({r.get('victim_probability', 0):.0%})", hp, r["conversion"] or "")
+    Console().print(table)
+
+
+@cli.command("evaluate")
+@click.option("--run", required=True, type=click.Path(file_okay=False), help="The run to evaluate.")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
+@click.option("--baseline", type=click.Path(file_okay=False), help="A baseline run, for Δ_MTL (eq. 15).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def evaluate_cmd(run, data_dir, baseline, split, out, as_json):
+    """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
+    Δ_MTL against a baseline, parameters, FLOPs and confusion matrices;
+    written as evaluation.json, evaluation.md and PNGs."""
+    from .evaluate import evaluate
+
+    report = evaluate(run, data_dir, baseline, out, split)
+    if as_json:
+        _echo_json(report)
+        return
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(Path(report["out"], "evaluation.md").read_text()))
+    err_console.print(f"written to {report['out']}/ (evaluation.json, evaluation.md, confusion_*.png)")
+
+
 @cli.command("demo")
 @click.option("--out", default="attribkit-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's zoo and data set (reused if it exists).")
@@ -258,23 +387,41 @@ def demo_cmd(out, as_json):
     """The whole pipeline on the embedded MNIST digits, no downloads.
 
     Trains the quick scenario's victims (ResNet18, VGG16, InceptionV3) into
-    OUT/zoo and generates the quick adversarial data set into OUT/data.
+    OUT/zoo, generates the quick adversarial data set into OUT/data, trains
+    MTAA into OUT/run and evaluates it on the test split. Steps already done
+    in OUT are reused.
     """
+    import shutil
+    import time
+
     from .data import load_dataset
+    from .evaluate import evaluate
     from .generate.engine import generate
     from .generate.scenario import load_scenario
+    from .train.config import TrainConfig
+    from .train.run import RUN_FILE
 
     _warn_plugin_errors()
+    start = time.time()
     sc = load_scenario("quick")
-    zoo, data = Path(out) / "zoo", Path(out) / "data"
+    out = Path(out)
+    zoo, data, run = out / "zoo", out / "data", out / "run"
     _train_victims(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset))
     with make_progress() as progress:
-        manifest = generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
-    summary = _summarise(manifest)
+        generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
+    if not (run / RUN_FILE).exists():
+        shutil.rmtree(run, ignore_errors=True)  # an interrupted training leaves nothing worth keeping
+        _train(data, TrainConfig(), run)
+    report = evaluate(run, data)
+    report.pop("tables")
+    report["seconds"] = round(time.time() - start, 1)
     if as_json:
-        _echo_json(summary)
+        _echo_json(report)
     else:
-        _print_summary(summary, str(data))
+        _print_metrics(f"demo: MTAA on the quick scenario ({report['seconds']:.0f} s in all)",
+                       {k: report.get(k) for k in ("attack_accuracy", "victim_accuracy", "hp_rmse",
+                                                   "hp_rmse_per_attack", "parameters_m", "gflops")})
+        err_console.print(f"report: {report['out']}/evaluation.md")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "attribkit.builtins.victims",
     "attribkit.builtins.attacks",
     "attribkit.builtins.backbones",
+    "attribkit.builtins.heads",
 )
 
 KINDS = tuple(SPEC_TYPES)

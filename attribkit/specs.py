@@ -131,7 +131,15 @@ class BackboneSpec:
     name: str
     timm_name: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    width_kwargs: Callable[[float], Mapping[str, Any]] | None = None  # width multiplier → timm kwargs
     description: str = ""
+
+    def create_kwargs(self, width: float) -> dict:
+        if width == 1.0:
+            return dict(self.kwargs)
+        if self.width_kwargs is None:
+            raise AttribkitError(f"backbone {self.name!r} has no width multiplier; use width 1")
+        return {**self.kwargs, **self.width_kwargs(width)}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@ from attribkit.hookspecs import hookimpl
 from attribkit.specs import BackboneSpec
 
 
+def resnet_width(width: float) -> dict:
+    return {"channels": tuple(max(8, int(c * width)) for c in (64, 128, 256, 512)), "stem_width": max(8, int(64 * width))}
+
+
 @hookimpl
 def register_backbones(register):
     # The paper uses ResNet50 (MNIST) and ResNet101 (ImageNet) as shared layers.
     for name in ("resnet18", "resnet50", "resnet101"):
-        register(BackboneSpec(name, name, description=f"timm {name}, pretrained=False"))
+        register(BackboneSpec(name, name, width_kwargs=resnet_width, description=f"timm {name}, pretrained=False"))

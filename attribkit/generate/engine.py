@@ -1,10 +1,13 @@
 """The generation loop: (victim, attack, split) jobs, each one shard.
 
-A job attacks clean images that its victim classifies correctly, in a seeded
-order, batch by batch, until every grid point of the attack has its quota of
-successful examples or has attacked ``max_attempts_factor × quota`` images.
-Each job derives its own seed from the scenario's, so a resumed run produces
-the same shards as an uninterrupted one.
+A job attacks clean images that its victim classifies correctly, batch by
+batch, in one seeded order per split shared by every job: if each cell drew
+its own digits, the digit would give away the cell's labels and an
+attribution model would learn digits instead of perturbations. It goes on
+until every grid point of the attack has its quota of successful examples or
+has attacked ``max_attempts_factor × quota`` images. Each job derives its own
+seed (for random starts) from the scenario's, so a resumed run produces the
+same shards as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -113,7 +116,10 @@ def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = No
         model = victims[job.victim][0]
         key = (job.victim, job.split)
         if key not in pools:
-            pools[key] = _correctly_classified(model, dataset, getattr(split, job.split))
+            index = getattr(split, job.split)
+            order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(
+                derive_seed(scenario.seed, job.split)))]
+            pools[key] = _correctly_classified(model, dataset, order)
         progress.start_job(f"{job.victim} · {job.attack} · {job.split}", job_total[job])
         start = time.time()
         tensors, cells = run_job(
@@ -193,12 +199,11 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
     attempted = [0] * len(points)
     succeeded = [0] * len(points)
     max_attempts = int(scenario.max_attempts_factor * quota)
-    order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))]
-    for b, start in enumerate(range(0, len(order), scenario.batch_size)):
+    for b, start in enumerate(range(0, len(pool), scenario.batch_size)):
         active = [i for i in range(len(points)) if need[i] > 0 and attempted[i] < max_attempts]
         if not active:
             break
-        idx = order[start:start + scenario.batch_size]
+        idx = pool[start:start + scenario.batch_size]
         x, y = dataset.images[idx], dataset.labels[idx]
         torch.manual_seed(derive_seed(seed, b))  # random starts (PGD) are reproducible per batch
         advs = spec.run(model, x, y, [natural[i] for i in active], plan.settings)

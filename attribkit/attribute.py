@@ -1,0 +1,151 @@
+"""``attribkit attribute``: which attack, victim and hyperparameter made these images.
+
+Inputs are PNG/JPEG files, folders of them, or safetensors batches (key
+``images``, (N, C, H, W), float in [0, 1] or uint8). Only lossless
+conversions are made, and each is reported; anything that would change the
+pixels the model reads (resizing, colour to grey) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import AttribkitError
+from .generate.store import read_tensors
+from .train.models import heads_of, predict, signatures
+from .train.run import input_shape, load_run
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Item:
+    source: str
+    image: torch.Tensor  # (C, H, W) float in [0, 1]
+    conversion: str | None = None
+
+
+def _from_pil(path: Path, channels: int, size: int) -> Item:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            pic = im.copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise AttribkitError(f"cannot decode image {str(path)!r}: {exc}") from None
+    notes = []
+    if pic.mode == "P":
+        pic, _ = pic.convert("RGBA" if "transparency" in pic.info else "RGB"), notes.append("palette → RGB")
+    if pic.mode in ("RGBA", "LA"):
+        alpha = np.asarray(pic.getchannel("A"))
+        if alpha.min() < 255:
+            raise AttribkitError(f"{path}: has transparent pixels; flatten it yourself, attribkit will not guess a background")
+        pic = pic.convert("RGB" if pic.mode == "RGBA" else "L")
+        notes.append("dropped an opaque alpha channel")
+    if pic.mode == "1":
+        pic = pic.convert("L")
+    if pic.mode not in ("L", "RGB"):
+        raise AttribkitError(f"{path}: unsupported image mode {pic.mode!r}")
+    arr = np.asarray(pic, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
+    return _fit(Item(str(path), tensor, "; ".join(notes) or None), channels, size)
+
+
+def _fit(item: Item, channels: int, size: int) -> Item:
+    c, h, w = item.image.shape
+    if (h, w) != (size, size):
+        raise AttribkitError(f"{item.source}: is {w}×{h} px but the model reads {size}×{size}; resizing would "
+                             f"destroy the perturbation, so it was rejected")
+    notes = [item.conversion] if item.conversion else []
+    if c != channels:
+        if channels == 1 and c == 3 and torch.equal(item.image[0], item.image[1]) and torch.equal(item.image[1], item.image[2]):
+            item.image = item.image[:1]
+            notes.append("grey RGB → 1 channel (lossless)")
+        elif channels == 3 and c == 1:
+            item.image = item.image.expand(3, -1, -1).clone()
+            notes.append("1 channel → RGB (lossless)")
+        else:
+            raise AttribkitError(f"{item.source}: has {c} colour channels but the model reads {channels}; "
+                                 f"converting would change the perturbation, so it was rejected")
+    if not torch.isfinite(item.image).all():
+        raise AttribkitError(f"{item.source}: contains NaN or infinite values")
+    item.conversion = "; ".join(notes) or None
+    return item
+
+
+def _from_safetensors(path: Path, channels: int, size: int) -> list[Item]:
+    tensors, _ = read_tensors(path)
+    if "images" not in tensors:
+        raise AttribkitError(f"{str(path)!r} has no tensor named 'images' (found: {', '.join(tensors)})")
+    images = tensors["images"]
+    if images.ndim != 4:
+        raise AttribkitError(f"{str(path)!r}: 'images' must be (N, C, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    images = images.float()
+    if not torch.isfinite(images).all():
+        raise AttribkitError(f"{str(path)!r}: 'images' contains NaN or infinite values")
+    if images.min() < 0 or images.max() > 1:
+        raise AttribkitError(f"{str(path)!r}: 'images' must lie in [0, 1] (found {images.min():.3g}…{images.max():.3g})")
+    return [_fit(Item(f"{path}[{i}]", img), channels, size) for i, img in enumerate(images)]
+
+
+def collect_inputs(inputs: list[str], channels: int, size: int) -> list[Item]:
+    items: list[Item] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise AttribkitError(f"folder {raw!r} has no PNG/JPEG images")
+            items += [_from_pil(p, channels, size) for p in files]
+        elif not path.exists():
+            raise AttribkitError(f"input {raw!r} does not exist")
+        elif path.suffix == ".safetensors":
+            items += _from_safetensors(path, channels, size)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            items.append(_from_pil(path, channels, size))
+        else:
+            raise AttribkitError(f"input {raw!r}: expected PNG/JPEG files, folders or .safetensors")
+    if not items:
+        raise AttribkitError("no input images")
+    return items
+
+
+def format_value(meta: dict, name: str, value: float) -> dict:
+    info = meta["label_spaces"]["hyperparameters"][name]
+    return {"value": round(value, 3), "unit": info["unit"], "natural": value / info["scale"],
+            "text": f"{info['symbol'] or name} = {value:.1f}{info['unit']}"}
+
+
+def attribute(run: str | Path, inputs: list[str]) -> dict:
+    meta, members = load_run(run)
+    channels, size = input_shape(meta)
+    items = collect_inputs(inputs, channels, size)
+    images = torch.stack([i.image for i in items])
+    outputs = predict(members, images)
+    ls = meta["label_spaces"]
+    sig = signatures(members, outputs, len(ls["hyperparameters"]))
+    extra_heads = {n: h for n, h in heads_of(members).items()
+                   if n not in ("attack", "victim", "hyperparameter", "combination")}
+    extra = {n: h.answer(outputs[n], outputs) for n, h in extra_heads.items()}
+    results = []
+    for i, item in enumerate(items):
+        row: dict = {"input": item.source}
+        for name in ("attack", "victim"):
+            if name in sig:
+                row[name] = ls[name][int(sig[name][i])]
+                row[f"{name}_probability"] = round(float(sig[f"{name}_prob"][i]), 4)
+        hps = ls["attack_info"][row["attack"]]["hyperparameters"] if "attack" in row else []
+        if "hp" in sig and hps and torch.isfinite(sig["hp"][i]):
+            row["hyperparameters"] = {hps[0]: format_value(meta, hps[0], float(sig["hp"][i]))}
+        for answers in extra.values():
+            row.update(answers[i])
+        row["conversion"] = item.conversion
+        results.append(row)
+    return {"run": str(run), "model": meta["config"]["model"], "results": results}

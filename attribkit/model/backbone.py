@@ -1,0 +1,78 @@
+"""A timm backbone cut at its feature stages.
+
+The paper's adversarial-only extractor shares every stage but the last, and
+gives each task branch its own copy of the last stage. timm's
+``feature_info`` names the stage modules, so any timm model whose stages are
+top-level children run in order (ResNet, ResNeXt, RegNet, …) can be cut the
+same way, without subclassing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import AttribkitError
+from ..specs import BackboneSpec
+
+
+class StagedBackbone(nn.Module):
+    def __init__(self, spec: BackboneSpec, in_chans: int, image_size: int, width: float = 1.0):
+        super().__init__()
+        net = timm.create_model(spec.timm_name, pretrained=False, in_chans=in_chans, num_classes=0,
+                                **spec.create_kwargs(width))
+        info = [dict(i) for i in net.feature_info]
+        children = dict(net.named_children())
+        names = list(children)
+        stage_names = [i["module"] for i in info]
+        if len(info) < 3 or any(n not in children for n in stage_names):
+            raise AttribkitError(f"backbone {spec.name!r}: timm model {spec.timm_name!r} has no top-level feature "
+                                 f"stages to split (feature_info modules: {stage_names})")
+        last = names.index(stage_names[-1])
+        self.trunk = nn.ModuleDict({n: children[n] for n in names[:last]})
+        self.last_stage = children[stage_names[-1]]
+        self.pe_tap, self.low_tap = stage_names[0], stage_names[1]
+        self.channels = {"pe": info[0]["num_chs"], "low": info[1]["num_chs"], "last": info[-1]["num_chs"]}
+        self._check(net, in_chans, image_size)
+
+    @torch.no_grad()
+    def _check(self, net, in_chans, image_size):
+        # the cut must compute exactly what timm computes, or the split is wrong
+        was_training = net.training
+        net.eval()
+        x = torch.rand(2, in_chans, image_size, image_size)
+        ours = self.last_stage(self.forward(x)["shared"])
+        if ours.shape != net.forward_features(x).shape or not torch.allclose(ours, net.forward_features(x), atol=1e-5):
+            raise AttribkitError("backbone: running the stages in order does not reproduce forward_features")
+        net.train(was_training)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        taps = {}
+        for name, module in self.trunk.items():
+            x = module(x)
+            if name == self.pe_tap:
+                taps["pe"] = x
+            if name == self.low_tap:
+                taps["low"] = x
+        taps["shared"] = x
+        return taps
+
+    @torch.no_grad()
+    def stem_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The perturbation extractor's feature map, with normalisation statistics
+        frozen: a train-mode pass over clean images would pollute them."""
+        was_training = self.training
+        self.eval()
+        for name, module in self.trunk.items():
+            x = module(x)
+            if name == self.pe_tap:
+                break
+        self.train(was_training)
+        return x
+
+    def branch(self) -> nn.Module:
+        """A fresh copy of the last stage: one task-specific layer set."""
+        return copy.deepcopy(self.last_stage)

@@ -1,0 +1,100 @@
+"""The attribution network: MTAA (Figure 5) and, with parts switched off, its baselines."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import StagedBackbone
+from .heads import Head, HeadContext
+from .perturbation import PerturbationAutoEncoder
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which parts of Figure 5 are on. All on is MTAA; the ablation (Table 13)
+    and the baselines switch them off."""
+
+    backbone: str = "resnet18"
+    width: float = 0.25  # of the backbone; 1.0 is the paper's full width (slow on CPU)
+    perturbation: bool = True  # the auto-encoder perturbation extractor
+    task_specific: bool = True  # per-branch copies of the last stage
+    fusion: bool = True  # high-low feature fusion in the attack branch
+    ae_width: float = 0.125  # of Table 6's 512/256 channels
+    input_scale: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AttributionNet(nn.Module):
+    def __init__(self, arch: Architecture, backbone_spec, in_chans: int, image_size: int,
+                 head_builders: list, context: HeadContext):
+        super().__init__()
+        self.arch = arch
+        self.backbone = StagedBackbone(backbone_spec, in_chans, image_size * arch.input_scale, arch.width)
+        last = self.backbone.last_stage
+        del self.backbone.last_stage  # it lives on in the branches
+        self.branches = nn.ModuleDict(
+            {"attack": last, "victim": self.backbone_copy(last)} if arch.task_specific else {"shared": last})
+        ch = self.backbone.channels
+        self.ae = PerturbationAutoEncoder(ch["pe"], arch.ae_width) if arch.perturbation else None
+        pe_dim = self.ae.latent_channels if self.ae else 0
+        context.feature_dims = {"attack": ch["last"] + (ch["low"] if arch.fusion else 0) + pe_dim,
+                                "victim": ch["last"] + pe_dim}
+        heads = [build(context) for build in head_builders]
+        # classification heads first: regressors read the attack logits (eq. 7)
+        self.heads = nn.ModuleDict({h.name: h for h in sorted(heads, key=lambda h: h.task != "classification")})
+
+    @staticmethod
+    def backbone_copy(module: nn.Module) -> nn.Module:
+        import copy
+
+        return copy.deepcopy(module)
+
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
+        # nearest-neighbour copies pixels: no perturbation detail is invented or lost,
+        # but the backbone's 4× stem no longer averages it away on small images
+        return x if self.arch.input_scale == 1 else F.interpolate(x, scale_factor=self.arch.input_scale, mode="nearest")
+
+    def features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        taps = self.backbone(self.upscale(x))
+        pool = lambda t: t.mean(dim=(2, 3))
+        if self.arch.task_specific:
+            high = {b: pool(self.branches[b](taps["shared"])) for b in ("attack", "victim")}
+        else:
+            shared = pool(self.branches["shared"](taps["shared"]))
+            high = {"attack": shared, "victim": shared}
+        extra = {"attack": [], "victim": []}
+        if self.arch.fusion:
+            extra["attack"].append(pool(taps["low"]))
+        if self.ae is not None:
+            taps["latent"] = self.ae.encode(taps["pe"])
+            for b in extra:
+                extra[b].append(pool(taps["latent"]))
+        return {b: torch.cat([high[b], *extra[b]], dim=1) for b in high}, taps
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, _ = self.features(x)
+        return self.run_heads(features)
+
+    def run_heads(self, features) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        for name, head in self.heads.items():
+            outputs[name] = head(features, outputs)
+        return outputs
+
+    def forward_train(self, x: torch.Tensor, clean: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+        """Outputs plus the perturbation loss (eq. 4), which needs the clean image."""
+        features, taps = self.features(x)
+        ae_loss = None
+        if self.ae is not None and clean is not None:
+            target = self.backbone.stem_features(self.upscale(x)) - self.backbone.stem_features(self.upscale(clean))
+            ae_loss = self.ae.loss(taps["latent"], target)
+        return self.run_heads(features), ae_loss
+
+    def head_list(self) -> list[Head]:
+        return list(self.heads.values())

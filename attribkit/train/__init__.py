@@ -1,0 +1,1 @@
+"""Training attribution models on a generated data set, and the run folder."""

@@ -1,0 +1,65 @@
+"""A generated data set, as tensors ready for training and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..generate.store import CLEAN, load_split, read_manifest, read_tensors
+
+
+@dataclass
+class AttributionData:
+    images: torch.Tensor  # adversarial, (N, C, H, W) in [0, 1]
+    clean: torch.Tensor  # the clean image each was made from
+    labels: dict[str, torch.Tensor]  # attack, victim (indices), hp (N, n_hp) display units / NaN
+    label_spaces: dict
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def columns(self) -> list[str]:
+        return ["attack", "victim"] + [f"hp_{h}" for h in self.label_spaces["hyperparameters"]]
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[idx] for k, v in self.labels.items()}
+
+
+def load_attribution_data(path: str | Path, split: str) -> AttributionData:
+    path = Path(path)
+    manifest = read_manifest(path)
+    data = load_split(path, split)
+    if len(data["images"]) == 0:
+        raise DataError(f"{str(path)!r} has no {split} examples")
+    clean, _ = read_tensors(path / CLEAN)
+    hp_names = list(manifest["label_spaces"]["hyperparameters"])
+    labels = {
+        "attack": data["attack"].long(), "victim": data["victim"].long(),
+        "hp": torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
+    }
+    return AttributionData(data["images"], clean["images"][data["clean_index"]], labels,
+                           manifest["label_spaces"], manifest["fingerprint"])
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """What saving as an 8-bit PNG does to an image."""
+    return torch.round(images * 255) / 255
+
+
+def target_stats(data: AttributionData) -> dict[str, dict[str, float]]:
+    """Mean and spread of each hyperparameter (display units), and of all on one scale ("*")."""
+    stats = {}
+    hp = data.labels["hp"]
+    names = list(data.label_spaces["hyperparameters"])
+    for j, name in enumerate(names + ["*"]):
+        col = hp[torch.isfinite(hp)] if name == "*" else hp[:, j][torch.isfinite(hp[:, j])]
+        if len(col) == 0:
+            stats[name] = {"mean": 0.0, "std": 1.0}
+        else:
+            stats[name] = {"mean": float(col.mean()), "std": float(col.std()) if len(col) > 1 and col.std() > 0 else 1.0}
+    return stats

@@ -1,0 +1,68 @@
+"""Attribution metrics in the paper's units: accuracy, and RMSE in ε×255 / κ."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .data import AttributionData, quantize
+from .models import Member, heads_of, predict, signatures
+
+
+def _truth_hp(data: AttributionData) -> torch.Tensor:
+    hp = data.labels["hp"]
+    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), torch.tensor(float("nan")))
+
+
+def _rmse(pred: torch.Tensor, truth: torch.Tensor) -> float | None:
+    ok = torch.isfinite(truth) & torch.isfinite(pred)
+    return round(math.sqrt(float(((pred[ok] - truth[ok]) ** 2).mean())), 4) if ok.any() else None
+
+
+def _accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float | None:
+    return round(float((pred == truth).float().mean()), 6) if len(truth) else None
+
+
+def evaluate_members(members: dict[str, Member], data: AttributionData, quantized: bool) -> dict:
+    images = quantize(data.images) if quantized else data.images
+    outputs = predict(members, images)
+    sig = signatures(members, outputs, data.labels["hp"].shape[1])
+    ls = data.label_spaces
+    truth_hp = _truth_hp(data)
+    result: dict = {"examples": len(data)}
+    for name in ("attack", "victim"):
+        if name in sig:
+            result[f"{name}_accuracy"] = _accuracy(sig[name], data.labels[name])
+    if "hp" in sig:
+        result["hp_rmse"] = _rmse(sig["hp"], truth_hp)
+        result["hp_rmse_per_attack"] = {a: _rmse(sig["hp"][data.labels["attack"] == i], truth_hp[data.labels["attack"] == i])
+                                        for i, a in enumerate(ls["attack"])}
+    # any other classification head (third-party plugins): accuracy against its own target
+    for name, head in heads_of(members).items():
+        if name in ("attack", "victim", "hyperparameter", "combination") or head.task != "classification":
+            continue
+        target, mask = head.target(data.batch(torch.arange(len(data))))
+        result[f"{name}_accuracy"] = _accuracy(outputs[name].argmax(1)[mask], target[mask])
+    result["_signatures"] = sig
+    return result
+
+
+def cross_table(sig: dict, data: AttributionData, metric: str) -> dict[str, dict[str, float | None]]:
+    """Per attack × per victim, like the paper's Tables 2–5."""
+    ls = data.label_spaces
+    truth_hp = _truth_hp(data)
+    table = {}
+    for i, a in enumerate(ls["attack"]):
+        row = {}
+        for j, v in enumerate(ls["victim"]):
+            sel = (data.labels["attack"] == i) & (data.labels["victim"] == j)
+            if not sel.any():
+                row[v] = None
+            elif metric == "hp_rmse":
+                row[v] = _rmse(sig["hp"][sel], truth_hp[sel]) if "hp" in sig else None
+            else:
+                name = metric.removesuffix("_accuracy")
+                row[v] = _accuracy(sig[name][sel], data.labels[name][sel]) if name in sig else None
+        table[a] = row
+    return table

@@ -1,0 +1,113 @@
+"""``attribkit train``: fit an attribution model on a generated data set."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import AttribkitError
+from ..generate.store import write_json_atomic
+from ..model.combination import combinations_of
+from ..versions import library_versions
+from .config import TrainConfig
+from .data import AttributionData, load_attribution_data, quantize, target_stats
+from .metrics import evaluate_members
+from .models import Member, build_members
+from .run import RUN_FILE, save_run
+
+EpochCallback = Callable[[str, int, int, dict], None]  # member, epoch, epochs, metrics
+StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, loss
+
+
+def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step: StepCallback | None = None,
+          on_epoch: EpochCallback | None = None) -> dict:
+    out = Path(out)
+    if (out / RUN_FILE).exists() or (out.exists() and any(out.iterdir())):
+        raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
+    train_data = load_attribution_data(data_dir, "train")
+    test_data = load_attribution_data(data_dir, "test")
+    torch.manual_seed(config.seed)
+    stats = target_stats(train_data)
+    combos = combinations_of(train_data.labels) if config.model == "single-label" else None
+    in_chans, image_size = train_data.images.shape[1], train_data.images.shape[-1]
+    members = build_members(config, train_data.label_spaces, stats, train_data.columns, in_chans, image_size, combos)
+    meta = {
+        "config": config.to_dict(),
+        "data": {"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
+                 "test": len(test_data)},
+        "label_spaces": train_data.label_spaces, "target_stats": stats, "combinations": combos,
+        "columns": train_data.columns, "input": {"in_chans": in_chans, "image_size": image_size},
+        "members": list(members), "versions": library_versions(),
+        "parameters": {name: sum(p.numel() for p in m.net.parameters()) for name, m in members.items()},
+    }
+    history = []
+    start = time.time()
+    for name, member in members.items():
+        history += _fit(name, member, train_data, test_data, config, on_step, on_epoch)
+    meta["seconds"] = round(time.time() - start, 1)
+    final = evaluate_members(members, test_data, config.quantize)
+    final.pop("_signatures")
+    meta["final_test_metrics"] = final
+    meta["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
+    save_run(out, meta, members)
+    _write_history(out, history)
+    return meta
+
+
+def _fit(name: str, member: Member, train_data: AttributionData, test_data: AttributionData, config: TrainConfig,
+         on_step: StepCallback | None, on_epoch: EpochCallback | None) -> list[dict]:
+    net, heads = member.net, member.net.head_list()
+    decay = [p for p in net.parameters()]
+    opt = torch.optim.Adam([{"params": decay, "weight_decay": config.weight_decay},
+                            {"params": list(member.weighting.parameters()), "weight_decay": 0.0}], lr=config.lr)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    gen = torch.Generator().manual_seed(config.seed)
+    images = quantize(train_data.images) if config.quantize else train_data.images
+    history, step = [], 0
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        order = torch.randperm(len(train_data), generator=gen)
+        running, count = 0.0, 0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            batch = train_data.batch(idx)
+            outputs, ae_loss = net.forward_train(images[idx], train_data.clean[idx])
+            losses = {h.name: h.loss(outputs[h.name], batch) for h in heads}
+            loss = member.weighting(losses)
+            if ae_loss is not None:
+                loss = loss + config.ae_weight * ae_loss
+            if not torch.isfinite(loss):
+                raise AttribkitError(f"training {name}: loss became {loss.item()} at epoch {epoch}; try a lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            running += loss.item() * len(idx)
+            count += len(idx)
+            if on_step:
+                on_step(name, step, total, loss.item())
+        metrics = evaluate_members({name: member}, test_data, config.quantize)
+        metrics.pop("_signatures")
+        row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5),
+               **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
+        history.append(row)
+        if on_epoch:
+            on_epoch(name, epoch, config.epochs, row)
+    return history
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    write_json_atomic(out / "metrics.json", {"epochs": history})
+    columns = sorted({k for row in history for k in row}, key=lambda k: (k not in ("member", "epoch"), k))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
