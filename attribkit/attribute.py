@@ -119,7 +119,7 @@ def collect_inputs(inputs: list[str], channels: int, size: int) -> list[Item]:
 
 def format_value(meta: dict, name: str, value: float) -> dict:
     info = meta["label_spaces"]["hyperparameters"][name]
-    return {"value": round(value, 3), "unit": info["unit"], "natural": value / info["scale"],
+    return {"value": value, "unit": info["unit"], "natural": value / info["scale"],
             "text": f"{info['symbol'] or name} = {value:.1f}{info['unit']}"}
 
 

@@ -257,8 +257,10 @@ def _print_summary(summary: dict, out: str) -> None:
               help="MTAA, one network per signature, or one class per attack×victim×value combination.")
 @click.option("--backbone", default="resnet18", show_default=True, help="See `attribkit list backbones`.")
 @click.option("--width", type=float, default=0.25, show_default=True, help="Backbone width (1.0 = paper's, slow on CPU).")
-@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--epochs", type=int, default=24, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--input-scale", type=int, default=2, show_default=True,
+              help="Nearest-neighbour upscale before the backbone (1 = none).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-3, show_default=True)
 @click.option("--loss", type=click.Choice(["uncertainty", "sum"]), default="uncertainty", show_default=True,
@@ -271,7 +273,7 @@ def _print_summary(summary: dict, out: str) -> None:
 @click.option("--head", "heads", multiple=True, help="Only these head plugins (default: all that apply).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, lr, weight_decay, loss, regression,
+def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, lr, weight_decay, loss, regression,
               no_perturbation, no_task_specific, no_fusion, heads, seed, as_json):
     """Train an attribution model on a generated data set.
 
@@ -284,7 +286,8 @@ def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, lr, wei
     _warn_plugin_errors()
     config = TrainConfig(model=model, backbone=backbone, width=width, perturbation=not no_perturbation,
                          task_specific=not no_task_specific, fusion=not no_fusion, loss=loss, regression=regression,
-                         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         epochs=epochs, batch_size=batch_size, input_scale=input_scale, lr=lr,
+                         weight_decay=weight_decay, seed=seed,
                          heads=tuple(heads))
     meta = _train(data_dir, config, out)
     summary = {"run": out, "model": model, "seconds": meta["seconds"], "parameters": meta["parameters"],

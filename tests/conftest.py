@@ -43,3 +43,26 @@ def tiny_zoo(tmp_path_factory, mnist):
 def tiny_resnet(tiny_zoo):
     plugins.reset()
     return load_victim(tiny_zoo, "tiny-resnet")[0]
+
+
+TINY_SCENARIO = {
+    "name": "tiny", "dataset": "mnist5k", "seed": 7, "batch_size": 8,
+    "victims": ["tiny-resnet", "tiny-vgg"], "cells": {"train": 4, "test": 2},
+    "attacks": [
+        {"name": "fgsm", "grid": {"eps": [20, 100]}},
+        {"name": "pgd", "grid": {"eps": [20, 100]}, "settings": {"steps": 3}},
+        {"name": "cw", "grid": {"kappa": [1, 3]}, "settings": {"steps": 25}},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_zoo, tmp_path_factory):
+    """A generated data set: 2 victims × 3 attacks × 2 values, 4 train / 2 test per cell."""
+    from attribkit.generate.engine import generate
+    from attribkit.generate.scenario import parse_scenario
+
+    plugins.reset()
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    generate(parse_scenario({**TINY_SCENARIO, "zoo": str(tiny_zoo)}), out)
+    return out

@@ -11,15 +11,7 @@ from attribkit.generate.engine import generate
 from attribkit.generate.scenario import parse_scenario
 from attribkit.generate.store import load_split, read_manifest, read_tensors
 
-TINY = {
-    "name": "tiny", "dataset": "mnist5k", "seed": 7, "batch_size": 8,
-    "victims": ["tiny-resnet", "tiny-vgg"], "cells": {"train": 4, "test": 2},
-    "attacks": [
-        {"name": "fgsm", "grid": {"eps": [20, 100]}},
-        {"name": "pgd", "grid": {"eps": [20, 100]}, "settings": {"steps": 3}},
-        {"name": "cw", "grid": {"kappa": [1, 3]}, "settings": {"steps": 25}},
-    ],
-}
+from conftest import TINY_SCENARIO as TINY
 
 
 def tiny(zoo, **overrides):
@@ -27,9 +19,8 @@ def tiny(zoo, **overrides):
 
 
 @pytest.fixture(scope="module")
-def generated(tiny_zoo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    return out, generate(tiny(tiny_zoo), out)
+def generated(tiny_data):
+    return tiny_data, read_manifest(tiny_data)
 
 
 def shard_bytes(out):

@@ -1,0 +1,220 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+from attribkit import plugins
+from attribkit.attribute import attribute
+from attribkit.cli import cli
+from attribkit.errors import AttribkitError, DataError
+from attribkit.evaluate import delta_mtl, evaluate
+from attribkit.generate.store import load_split
+from attribkit.hookspecs import hookimpl
+from attribkit.model.heads import ClassificationHead
+from attribkit.specs import HeadSpec
+from attribkit.train.config import TrainConfig
+from attribkit.train.run import load_run
+from attribkit.train.trainer import train
+
+FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
+
+
+class NormHead(ClassificationHead):
+    """A third-party head: L∞ vs L2, derived from the attack label and the attacks' declared norms."""
+
+    def __init__(self, context):
+        info = context.label_spaces["attack_info"]
+        norms = sorted({info[a]["norm"] for a in context.label_spaces["attack"]})
+        super().__init__("norm", norms, context.feature_dims["attack"], "attack")
+        self.register_buffer("of_attack", torch.tensor([norms.index(info[a]["norm"]) for a in context.label_spaces["attack"]]))
+
+    def target(self, batch):
+        return self.of_attack[batch["attack"]], torch.ones(len(batch["attack"]), dtype=torch.bool)
+
+
+class NormPlugin:
+    @hookimpl
+    def register_heads(self, register):
+        register(HeadSpec("norm", "classification", lambda cols: "attack" in cols, NormHead))
+
+
+@pytest.fixture(scope="module")
+def mtaa_run(tiny_data, tmp_path_factory):
+    plugins.reset()
+    out = tmp_path_factory.mktemp("runs") / "mtaa"
+    meta = train(tiny_data, TrainConfig(**FAST), out)
+    return out, meta
+
+
+def test_run_folder_holds_everything_to_reproduce_and_attribute(mtaa_run):
+    out, meta = mtaa_run
+    assert {p.name for p in out.iterdir()} == {"run.json", "weights.safetensors", "metrics.json", "metrics.csv"}
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["config"]["lr"] == 1e-3 and saved["config"]["weight_decay"] == 1e-3 and saved["config"]["batch_size"] == 16
+    assert saved["label_spaces"]["attack"] == ["fgsm", "pgd", "cw"] and saved["members"] == ["mtaa"]
+    assert set(saved["versions"]) >= {"torch", "timm"} and saved["config"]["seed"] == 0
+    epochs = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["attack_accuracy"] <= 1 for e in epochs)
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,member")
+    assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter"}
+
+
+def test_training_is_reproducible(tiny_data, mtaa_run, tmp_path):
+    out, _ = mtaa_run
+    train(tiny_data, TrainConfig(**FAST), tmp_path / "again")
+    assert (tmp_path / "again" / "weights.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
+
+
+def test_attribute_png_files_and_json_schema(mtaa_run, tiny_data, tmp_path):
+    out, _ = mtaa_run
+    test = load_split(tiny_data, "test")
+    paths = []
+    for i in range(3):
+        arr = (test["images"][i, 0].numpy() * 255).round().astype(np.uint8)
+        paths.append(tmp_path / f"adv{i}.png")
+        Image.fromarray(arr, "L").save(paths[-1])
+    result = CliRunner().invoke(cli, ["attribute", "--run", str(out), *map(str, paths), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == "mtaa" and len(report["results"]) == 3
+    for row, path in zip(report["results"], paths):
+        assert row["input"] == str(path) and row["conversion"] is None
+        assert row["attack"] in ("fgsm", "pgd", "cw") and row["victim"] in ("tiny-resnet", "tiny-vgg")
+        assert 0 < row["attack_probability"] <= 1 and 0 < row["victim_probability"] <= 1
+        (name, hp), = row["hyperparameters"].items()
+        assert name == ("kappa" if row["attack"] == "cw" else "eps")
+        assert hp["natural"] == pytest.approx(hp["value"] / (255 if name == "eps" else 1))
+        assert hp["text"].startswith("ε = " if name == "eps" else "κ = ")
+    # the same images as a safetensors batch and as a folder give the same answers
+    batch = tmp_path / "batch.safetensors"
+    save_file({"images": torch.stack([torch.from_numpy(np.asarray(Image.open(p), np.float32) / 255)[None] for p in paths])},
+              str(batch))
+    from_batch = attribute(out, [str(batch)])["results"]
+    assert [r["attack"] for r in from_batch] == [r["attack"] for r in report["results"]]
+    assert len(attribute(out, [str(tmp_path)])["results"]) == 3
+
+
+def test_attribute_converts_only_what_is_safe(mtaa_run, tmp_path):
+    out, _ = mtaa_run
+    grey = np.full((28, 28, 3), 77, np.uint8)
+    Image.fromarray(grey, "RGB").save(tmp_path / "grey_rgb.png")
+    (row,) = attribute(out, [str(tmp_path / "grey_rgb.png")])["results"]
+    assert "1 channel" in row["conversion"]
+    colour = grey.copy()
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour, "RGB").save(tmp_path / "colour.png")
+    with pytest.raises(AttribkitError, match="3 colour channels but the model reads 1"):
+        attribute(out, [str(tmp_path / "colour.png")])
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(AttribkitError, match="32×32 px but the model reads 28×28; resizing"):
+        attribute(out, [str(tmp_path / "big.png")])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(AttribkitError, match="cannot decode image"):
+        attribute(out, [str(tmp_path / "broken.png")])
+    save_file({"images": torch.full((1, 1, 28, 28), float("nan"))}, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(AttribkitError, match="NaN"):
+        attribute(out, [str(tmp_path / "nan.safetensors")])
+
+
+def test_broken_run_folders_are_clear_errors(mtaa_run, tmp_path):
+    out, _ = mtaa_run
+    with pytest.raises(AttribkitError, match="not an attribkit run folder"):
+        load_run(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    meta = json.loads((out / "run.json").read_text())
+    meta["config"]["width"] = 0.25  # weights were trained at 0.125
+    (bad / "run.json").write_text(json.dumps(meta))
+    (bad / "weights.safetensors").write_bytes((out / "weights.safetensors").read_bytes())
+    with pytest.raises(AttribkitError, match="do not match the run's config"):
+        load_run(bad)
+    (bad / "weights.safetensors").unlink()
+    with pytest.raises(AttribkitError, match="has no weights.safetensors"):
+        load_run(bad)
+    result = CliRunner().invoke(cli, ["attribute", "--run", str(bad), str(bad)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_evaluate_writes_tables_plots_and_delta_mtl(mtaa_run, tiny_data, tmp_path):
+    out, _ = mtaa_run
+    baseline = tmp_path / "st"
+    st = train(tiny_data, TrainConfig(model="single-task", **FAST), baseline)
+    assert st["members"] == ["attack", "hyperparameter", "victim"]
+    report = evaluate(out, tiny_data, baseline=baseline, out=tmp_path / "eval")
+    assert report["examples"] == len(load_split(tiny_data, "test")["images"])
+    assert set(report["tables"]["attack_accuracy"]) == {"fgsm", "pgd", "cw"}
+    assert set(report["tables"]["victim_accuracy"]["fgsm"]) == {"tiny-resnet", "tiny-vgg"}
+    assert report["baseline"]["model"] == "single-task" and report["parameters_m"] > 0 and report["gflops"] > 0
+    assert report["delta_mtl_percent"] == delta_mtl(report, report["baseline"])
+    files = {p.name for p in (tmp_path / "eval").iterdir()}
+    assert files == {"evaluation.json", "evaluation.md", "confusion_attack.png", "confusion_victim.png"}
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "| mtaa |" in md and "| single-task |" in md and "per attack × victim" in md
+
+
+def test_delta_mtl_follows_eq_15():
+    model = {"attack_accuracy": 1.0, "victim_accuracy": 0.99, "hp_rmse": 6.0}
+    base = {"attack_accuracy": 1.0, "victim_accuracy": 0.9, "hp_rmse": 8.0}
+    assert delta_mtl(model, base) == pytest.approx(100 * (0 + 0.1 + 0.25) / 3, abs=1e-3)
+
+
+def test_single_label_baseline_decodes_combinations(tiny_data, tmp_path):
+    meta = train(tiny_data, TrainConfig(model="single-label", **FAST), tmp_path / "sl")
+    assert len(meta["combinations"]) == 2 * 3 * 2  # victims × attacks × values
+    batch = tmp_path / "x.safetensors"
+    save_file({"images": load_split(tiny_data, "test")["images"][:2].contiguous()}, str(batch))
+    for row in attribute(tmp_path / "sl", [str(batch)])["results"]:
+        assert row["attack"] in ("fgsm", "pgd", "cw") and row["victim"] in ("tiny-resnet", "tiny-vgg")
+        (name, hp), = row["hyperparameters"].items()
+        assert hp["value"] in ((20.0, 100.0) if name == "eps" else (1.0, 3.0))  # a class, so a grid value
+
+
+def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_data, tmp_path):
+    plugins.load_plugins()
+    plugins.pm.register(NormPlugin(), name="norm-head")
+    try:
+        plugins.refresh()
+        meta = train(tiny_data, TrainConfig(**FAST), tmp_path / "run")
+        assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter", "norm"}
+        assert 0 <= meta["final_test_metrics"]["norm_accuracy"] <= 1
+        (row,) = attribute(tmp_path / "run", [str(_one_png(tiny_data, tmp_path))])["results"]
+        assert row["norm"] in ("L2", "Linf") and 0 < row["norm_probability"] <= 1
+    finally:
+        plugins.pm.unregister(name="norm-head")
+        plugins.refresh()
+    with pytest.raises(AttribkitError, match="do not match"):
+        load_run(tmp_path / "run")  # without the plugin the run's weights have a head nobody builds
+
+
+def _one_png(data, tmp_path):
+    img = load_split(data, "test")["images"][0, 0]
+    path = tmp_path / "one.png"
+    Image.fromarray((img.numpy() * 255).round().astype(np.uint8), "L").save(path)
+    return path
+
+
+def test_data_whose_labels_do_not_match_the_run_is_refused(mtaa_run, tiny_zoo, tmp_path):
+    from attribkit.generate.engine import generate
+    from attribkit.generate.scenario import parse_scenario
+
+    from conftest import TINY_SCENARIO
+
+    other = parse_scenario({**TINY_SCENARIO, "zoo": str(tiny_zoo), "attacks": TINY_SCENARIO["attacks"][:1],
+                            "victims": ["tiny-resnet"]})
+    generate(other, tmp_path / "other")
+    with pytest.raises(AttribkitError, match="attack labels .* do not match"):
+        evaluate(mtaa_run[0], tmp_path / "other")
+
+
+def test_train_refuses_a_used_out_folder(tiny_data, mtaa_run):
+    with pytest.raises(AttribkitError, match="not empty"):
+        train(tiny_data, TrainConfig(**FAST), mtaa_run[0])
+
+
+def test_train_on_a_missing_data_set(tmp_path):
+    with pytest.raises(DataError, match="not an attribkit data set"):
+        train(tmp_path, TrainConfig(**FAST), tmp_path / "run")
