@@ -43,17 +43,23 @@ def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     os.replace(tmp, path)
 
 
-def read_manifest(out: Path) -> dict:
-    path = Path(out) / MANIFEST
+def read_versioned_json(folder: Path, name: str, fmt: str, what: str, error=DataError) -> dict:
+    """FOLDER/NAME as JSON whose "format" must be FMT; every failure is one clear line."""
+    path = Path(folder) / name
     if not path.exists():
-        raise DataError(f"{str(out)!r} is not an attribkit data set (no {MANIFEST})")
+        raise error(f"{str(folder)!r} is not {what} (no {name})")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{str(path)!r} is corrupt: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{str(path)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{str(path)!r} is corrupt: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise error(f"{str(path)!r} has format {found!r}, expected {fmt!r}")
+    return data
+
+
+def read_manifest(out: Path) -> dict:
+    return read_versioned_json(out, MANIFEST, FORMAT, "an attribkit data set")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import AttribkitError
-from ..generate.store import save_tensors_atomic, write_json_atomic
+from ..generate.store import read_versioned_json, save_tensors_atomic, write_json_atomic
 from .config import TrainConfig
 from .models import Member, build_members
 
@@ -35,18 +34,9 @@ def save_run(out: Path, meta: dict, members: dict[str, Member]) -> None:
 
 
 def read_run_meta(run: str | Path) -> dict:
-    path = Path(run) / RUN_FILE
     if not Path(run).is_dir():
         raise AttribkitError(f"run folder {str(run)!r} does not exist")
-    if not path.exists():
-        raise AttribkitError(f"{str(run)!r} is not an attribkit run folder (no {RUN_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AttribkitError(f"{str(path)!r} is corrupt: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise AttribkitError(f"{str(path)!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
+    return read_versioned_json(run, RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError)
 
 
 def load_run(run: str | Path) -> tuple[dict, dict[str, Member]]:
