@@ -69,3 +69,14 @@ def test_batched_kappa_grid_equals_one_run_per_kappa(tiny_resnet, batch):
     together = _run("cw", tiny_resnet, x, y, [{"kappa": 2.0}, {"kappa": 6.0}], steps=15)
     alone = _run("cw", tiny_resnet, x, y, [{"kappa": 6.0}], steps=15)[0]
     assert torch.allclose(together[1], alone, atol=1e-5)
+
+
+def test_pgd_batched_over_eps_is_bit_identical_to_torchattacks_per_eps(tiny_resnet, batch):
+    x, y = batch
+    eps = [10 / 255, 60 / 255, 150 / 255]
+    torch.manual_seed(123)
+    ours = _run("pgd", tiny_resnet, x, y, [{"eps": e} for e in eps], steps=5)
+    torch.manual_seed(123)  # the same random stream, drawn one ε after another
+    for e, adv in zip(eps, ours):
+        reference = torchattacks.PGD(tiny_resnet, eps=e, alpha=10 / 255, steps=5, random_start=True)(x, y)
+        assert torch.equal(adv, reference)

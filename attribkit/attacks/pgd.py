@@ -3,17 +3,35 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def pgd(model, images: torch.Tensor, labels: torch.Tensor, grid: Sequence[Mapping[str, float]],
         settings: Mapping) -> list[torch.Tensor]:
-    """L∞ PGD through torchattacks, one call per ε (its reference semantics:
-    random start, step α, projection onto the ε-ball and [0, 1])."""
-    import torchattacks
+    """L∞ PGD at every ε in one batch, with torchattacks.PGD's semantics
+    (random start, step α, projection onto the ε-ball and [0, 1]).
 
-    out = []
-    for point in grid:
-        attack = torchattacks.PGD(model, eps=point["eps"], alpha=settings["alpha"], steps=int(settings["steps"]),
-                                  random_start=bool(settings["random_start"]))
-        out.append(attack(images, labels).detach())
-    return out
+    Each example carries its own ε. The loss is summed, not averaged, so an
+    example's gradient does not depend on how many others share the batch;
+    the random starts are drawn per ε in grid order, exactly as one
+    torchattacks call per ε would draw them. The result equals torchattacks
+    per ε bit for bit (tested). On a CPU this is no faster; on a GPU the
+    larger batch is.
+    """
+    n = len(images)
+    eps = torch.cat([torch.full((n,), float(p["eps"]), dtype=images.dtype) for p in grid]).view(-1, 1, 1, 1)
+    x = images.repeat(len(grid), 1, 1, 1)
+    y = labels.repeat(len(grid))
+    adv = x.clone()
+    if settings["random_start"]:
+        noise = torch.cat([torch.empty_like(images).uniform_(-float(p["eps"]), float(p["eps"])) for p in grid])
+        adv = torch.clamp(adv + noise, min=0, max=1)
+    alpha = float(settings["alpha"])
+    for _ in range(int(settings["steps"])):
+        adv.requires_grad_(True)
+        loss = F.cross_entropy(model(adv), y, reduction="sum")
+        grad = torch.autograd.grad(loss, adv)[0]
+        adv = adv.detach() + alpha * grad.sign()
+        delta = torch.clamp(adv - x, min=-eps, max=eps)
+        adv = torch.clamp(x + delta, min=0, max=1).detach()
+    return list(adv.split(n))

@@ -24,7 +24,7 @@ def register_attacks(register):
     register(AttackSpec("fgsm", fgsm, (eps(),), norm="Linf", library="attribkit (== torchattacks.FGSM)",
                         description="Fast Gradient Sign Method: one step of size ε"))
     register(AttackSpec("pgd", pgd, (eps(),), settings={"alpha": 10 / 255, "steps": 100, "random_start": True},
-                        norm="Linf", library="torchattacks",
+                        norm="Linf", library="attribkit (== torchattacks.PGD per ε)",
                         description="Projected Gradient Descent with random start"))
     register(AttackSpec("cw", cw_l2, (Hyperparameter("kappa", KAPPA_GRID, symbol="κ", low=0.0,
                                                      description="logit margin the attack must reach"),),
