@@ -61,7 +61,8 @@ def _evaluate_one(run: str, data: AttributionData) -> tuple[dict, dict, dict]:
     sig = result.pop("_signatures")
     result["parameters_m"] = round(sum(sum(p.numel() for p in m.net.parameters()) for m in members.values()) / 1e6, 3)
     result["gflops"] = round(count_flops(members, meta["input"]["in_chans"], meta["input"]["image_size"]) / 1e9, 4)
-    result["tables"] = {metric: cross_table(sig, data, metric) for metric, _ in TASK_METRICS}
+    metrics = [m for m, _ in TASK_METRICS] + (["combination_accuracy"] if "combination_correct" in sig else [])
+    result["tables"] = {metric: cross_table(sig, data, metric) for metric in metrics}
     return meta, result, sig
 
 
@@ -133,7 +134,7 @@ def markdown(report: dict) -> str:
                   "| attack | RMSE |", "|---|---|"]
         lines += [f"| {a} | {_num(v)} |" for a, v in report["hp_rmse_per_attack"].items()]
     titles = {"attack_accuracy": "Attack accuracy (%)", "victim_accuracy": "Victim accuracy (%)",
-              "hp_rmse": "Hyperparameter RMSE"}
+              "hp_rmse": "Hyperparameter RMSE", "combination_accuracy": "Exact single-label class accuracy (%)"}
     for metric, table in report["tables"].items():
         victims = list(next(iter(table.values())).keys()) if table else []
         fmt = _num if metric == "hp_rmse" else _pct

@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     quantize: bool = True  # train on 8-bit images: real adversarial images arrive as PNG
     heads: tuple[str, ...] = ()  # restrict to these head plugins; () = every one that applies
+    label_values: bool = True  # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
 
     def __post_init__(self):
         if self.model not in MODELS:

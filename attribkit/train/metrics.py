@@ -38,12 +38,14 @@ def evaluate_members(members: dict[str, Member], data: AttributionData, quantize
         result["hp_rmse"] = _rmse(sig["hp"], truth_hp)
         result["hp_rmse_per_attack"] = {a: _rmse(sig["hp"][data.labels["attack"] == i], truth_hp[data.labels["attack"] == i])
                                         for i, a in enumerate(ls["attack"])}
-    # any other classification head (third-party plugins): accuracy against its own target
+    # every other classification head (single-label's combination, third-party plugins): its own target
     for name, head in heads_of(members).items():
-        if name in ("attack", "victim", "hyperparameter", "combination") or head.task != "classification":
+        if name in ("attack", "victim", "hyperparameter") or head.task != "classification":
             continue
         target, mask = head.target(data.batch(torch.arange(len(data))))
-        result[f"{name}_accuracy"] = _accuracy(outputs[name].argmax(1)[mask], target[mask])
+        correct = (outputs[name].argmax(1) == target) & mask
+        result[f"{name}_accuracy"] = round(float(correct.float().mean()), 6)  # unseen classes count as wrong
+        sig[f"{name}_correct"] = correct
     result["_signatures"] = sig
     return result
 
@@ -59,6 +61,8 @@ def cross_table(sig: dict, data: AttributionData, metric: str) -> dict[str, dict
             sel = (data.labels["attack"] == i) & (data.labels["victim"] == j)
             if not sel.any():
                 row[v] = None
+            elif f"{metric.removesuffix('_accuracy')}_correct" in sig:
+                row[v] = round(float(sig[f"{metric.removesuffix('_accuracy')}_correct"][sel].float().mean()), 6)
             elif metric == "hp_rmse":
                 row[v] = _rmse(sig["hp"][sel], truth_hp[sel]) if "hp" in sig else None
             else:

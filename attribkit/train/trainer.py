@@ -33,7 +33,7 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     test_data = load_attribution_data(data_dir, "test")
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
-    combos = combinations_of(train_data.labels) if config.model == "single-label" else None
+    combos = combinations_of(train_data.labels, config.label_values) if config.model == "single-label" else None
     in_chans, image_size = train_data.images.shape[1], train_data.images.shape[-1]
     members = build_members(config, train_data.label_spaces, stats, train_data.columns, in_chans, image_size, combos)
     meta = {

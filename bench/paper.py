@@ -1,0 +1,216 @@
+"""Reproduce the MTAA paper's MNIST tables on mnist5k, at a reduced scale.
+
+    python bench/paper.py [--scale 0.05] [--epochs 12] [--zoo bench/zoo]
+
+--scale multiplies the paper's 160 train / 20 test examples per cell (Table 1
+grid and attack settings are kept: 3 attacks × 5 victims × 20 values, PGD 100
+steps, C&W c = 50 and 500 steps). Runs, on the paper scenario:
+  Table 7   MTAA vs single-task, same backbone (accuracy, RMSE, Δ_MTL, params, FLOPs)
+  Table 2   single-label, 15 attack+victim classes, per cell
+  Table 4   single-label, 300 attack+victim+value classes, per cell
+  Table 9   2 attacks × 3 victims (120 classes) vs 3 × 5 (300): single-label vs MTAA
+  Table 13  ablation: simple loss → uncertainty loss → + task-specific layers → + perturbation extractor
+and writes docs/results.md (our numbers beside the paper's, the scale, the
+machine, the wall time) and bench/results/paper.json. Work files go to --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from attribkit.data import load_dataset
+from attribkit.evaluate import evaluate
+from attribkit.generate.engine import generate
+from attribkit.generate.scenario import load_scenario, parse_scenario
+from attribkit.train.config import TrainConfig
+from attribkit.train.run import RUN_FILE
+from attribkit.train.trainer import train
+from attribkit.victims.train import train_zoo
+
+PAPER = {  # the paper's MNIST numbers
+    "table7": {"single-task ([22], ResNet-50)": (100.0, 99.81, 6.46, 0.0), "MTAA (ResNet-50)": (100.0, 99.88, 6.04, 1.17)},
+    "table2_avg": 99.67, "table4_avg": 64.15,
+    "table2_rows": {"fgsm": 100.00, "pgd": 99.20, "cw": 99.80},
+    "table4_rows": {"fgsm": 98.85, "pgd": 80.90, "cw": 12.70},
+}
+TABLE9 = {"attacks": ["fgsm", "pgd"], "victims": ["resnet18", "resnet50", "vgg16"]}
+
+
+def scenario(scale: float, zoo: str, subset: dict | None = None, smoke: bool = False) -> dict:
+    sc = load_scenario("paper-mnist").to_dict()
+    if smoke:  # checks the script runs end to end; its numbers mean nothing
+        for a in sc["attacks"]:
+            if "steps" in a["settings"]:
+                a["settings"]["steps"] = 5
+    train_n, test_n = max(2, round(160 * scale)), max(1, round(20 * scale))
+    attacks = [a for a in sc["attacks"] if not subset or a["name"] in subset["attacks"]]
+    return {
+        "name": f"paper-mnist-x{scale:g}" + ("-2x3" if subset else ""), "dataset": "mnist5k", "seed": 0, "zoo": zoo,
+        "victims": subset["victims"] if subset else [v["name"] for v in sc["victims"]],
+        "batch_size": max(4, test_n), "max_attempts_factor": 2, "cells": {"train": train_n, "test": test_n},
+        "attacks": [{"name": a["name"], "grid": a["grid"], "settings": a["settings"]} for a in attacks],
+    }
+
+
+def trained(data: Path, config: TrainConfig, out: Path) -> Path:
+    if not (out / RUN_FILE).exists():
+        print(f"  train {out.name} …", flush=True)
+        train(data, config, out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=0.05)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--zoo", default="bench/zoo")
+    ap.add_argument("--work", default="bench/results/paper-work")
+    ap.add_argument("--doc", default="docs/results.md")
+    ap.add_argument("--smoke", action="store_true", help="5 attack steps: check the script, not the paper")
+    args = ap.parse_args()
+    start = time.time()
+    work = Path(args.work)
+    times = {}
+
+    t = time.time()
+    train_zoo(args.zoo, ["inception_v3", "resnet18", "resnet50", "vgg16", "vgg19"], load_dataset("mnist5k"))
+    times["victims"] = time.time() - t
+    t = time.time()
+    data = work / "data-3x5"
+    print("generate 3 attacks × 5 victims …", flush=True)
+    manifest = generate(parse_scenario(scenario(args.scale, args.zoo, smoke=args.smoke)), data)
+    data23 = work / "data-2x3"
+    print("generate 2 attacks × 3 victims …", flush=True)
+    generate(parse_scenario(scenario(args.scale, args.zoo, TABLE9, smoke=args.smoke)), data23)
+    times["generate"] = time.time() - t
+
+    t = time.time()
+    base = dict(epochs=args.epochs)
+    runs = {
+        "mtaa": (data, TrainConfig(**base)),
+        "single-task": (data, TrainConfig(model="single-task", **base)),
+        "single-label-15": (data, TrainConfig(model="single-label", label_values=False, **base)),
+        "single-label-300": (data, TrainConfig(model="single-label", **base)),
+        "ablation-simple-loss": (data, TrainConfig(loss="sum", task_specific=False, perturbation=False, **base)),
+        "ablation-uncertainty": (data, TrainConfig(task_specific=False, perturbation=False, **base)),
+        "ablation-task-specific": (data, TrainConfig(perturbation=False, **base)),
+        "mtaa-2x3": (data23, TrainConfig(**base)),
+        "single-label-120": (data23, TrainConfig(model="single-label", **base)),
+    }
+    paths = {name: trained(d, cfg, work / "runs" / name) for name, (d, cfg) in runs.items()}
+    times["train"] = time.time() - t
+
+    t = time.time()
+    reports = {}
+    for name, path in paths.items():
+        d = runs[name][0]
+        baseline = paths["single-task"] if name == "mtaa" else None
+        reports[name] = evaluate(path, d, baseline=baseline, out=work / "eval" / name)
+    times["evaluate"] = time.time() - t
+    times["total"] = time.time() - start
+    result = {"scale": args.scale, "epochs": args.epochs, "cells": manifest["scenario"]["train_per_cell"],
+              "test_per_cell": manifest["scenario"]["test_per_cell"], "totals": manifest["totals"],
+              "seconds": {k: round(v, 1) for k, v in times.items()},
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+              "reports": {k: {kk: vv for kk, vv in v.items() if kk != "plots"} for k, v in reports.items()}}
+    Path("bench/results").mkdir(parents=True, exist_ok=True)
+    Path("bench/results/paper.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.doc).write_text(results_markdown(result))
+    print(f"written {args.doc} and bench/results/paper.json in {times['total'] / 60:.1f} min")
+
+
+def pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def num(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def per_cell(report: dict, metric: str) -> list[str]:
+    table = report["tables"][metric]
+    victims = list(next(iter(table.values())))
+    rows = ["| attack | " + " | ".join(victims) + " | average |", "|---" * (len(victims) + 2) + "|"]
+    for attack, row in table.items():
+        vals = [v for v in row.values() if v is not None]
+        avg = sum(vals) / len(vals) if vals else None
+        rows.append(f"| {attack} | " + " | ".join(pct(row[v]) for v in victims) + f" | {pct(avg)} |")
+    return rows
+
+
+def results_markdown(r: dict) -> str:
+    rep = r["reports"]
+    mt, st = rep["mtaa"], rep["single-task"]
+    lines = [
+        "# The paper's MNIST tables, reproduced at reduced scale", "",
+        f"Generated by `python bench/paper.py --scale {r['scale']:g} --epochs {r['epochs']}` on {r['machine']} "
+        f"(2 CPU cores, no GPU) in {r['seconds']['total'] / 60:.1f} minutes "
+        f"(victims {r['seconds']['victims']:.0f} s, generation {r['seconds']['generate']:.0f} s, "
+        f"training {r['seconds']['train']:.0f} s, evaluation {r['seconds']['evaluate']:.0f} s).", "",
+        f"Scenario: the paper's Table 1 (3 attacks × 5 victims × 20 values, PGD 100 steps, C&W c = 50 and 500 "
+        f"steps) on mnist5k, with {r['cells']} train / {r['test_per_cell']} test examples per cell instead of "
+        f"160 / 20: {r['totals']['train']['examples']} training and {r['totals']['test']['examples']} test "
+        f"examples in all. Victims are width-0.25 timm models trained here; the attribution backbone is "
+        f"ResNet18 at width 0.25 with a 2× input upscale, {r['epochs']} epochs (the paper: ResNet-50, "
+        f"pretrained). Numbers from this scale are noisy: a test cell of the per-cell tables holds "
+        f"{r['test_per_cell']} example(s) per value.", "",
+        "## Table 7: MTAA vs single-task (same backbone)", "",
+        "| model | params (M) | GFLOPs | attack acc (%) | victim acc (%) | hyperparameter RMSE | Δ_MTL (%) |",
+        "|---|---|---|---|---|---|---|",
+        f"| single-task (ours) | {st['parameters_m']:.2f} | {st['gflops']:.4f} | {pct(st['attack_accuracy'])} | "
+        f"{pct(st['victim_accuracy'])} | {num(st['hp_rmse'])} | +0.00 |",
+        f"| MTAA (ours) | {mt['parameters_m']:.2f} | {mt['gflops']:.4f} | {pct(mt['attack_accuracy'])} | "
+        f"{pct(mt['victim_accuracy'])} | {num(mt['hp_rmse'])} | {mt.get('delta_mtl_percent', 0):+.2f} |",
+    ]
+    for name, (a, v, rmse, d) in PAPER["table7"].items():
+        lines.append(f"| {name}, paper | – | – | {a:.2f} | {v:.2f} | {rmse:.2f} | {d:+.2f} |")
+    lines += ["", f"Hyperparameter RMSE per attack (MTAA): " +
+              ", ".join(f"{a} {num(v)}" for a, v in mt["hp_rmse_per_attack"].items()), ""]
+    lines += ["## Table 2: single-label, 15 attack+victim classes (class accuracy per cell, %)", ""]
+    lines += per_cell(rep["single-label-15"], "combination_accuracy")
+    lines += ["", f"Overall {pct(rep['single-label-15']['combination_accuracy'])} %; paper's average "
+              f"{PAPER['table2_avg']} % (rows: " + ", ".join(f"{k} {v}" for k, v in PAPER["table2_rows"].items()) + ").", ""]
+    lines += ["## Table 4: single-label, 300 attack+victim+value classes (class accuracy per cell, %)", ""]
+    lines += per_cell(rep["single-label-300"], "combination_accuracy")
+    lines += ["", f"Overall {pct(rep['single-label-300']['combination_accuracy'])} %. Paper's row averages: " +
+              ", ".join(f"{k} {v}" for k, v in PAPER["table4_rows"].items()) + f"; average {PAPER['table4_avg']} %. "
+              f"Ours, hyperparameter RMSE of the decoded value: {num(rep['single-label-300']['hp_rmse'])}.", ""]
+    sl120, sl300, m23 = rep["single-label-120"], rep["single-label-300"], rep["mtaa-2x3"]
+    lines += ["## Table 9: scaling from 2 × 3 to 3 × 5", "",
+              "| scenario | classes | single-label class acc (%) | single-label attack / victim acc (%) | "
+              "MTAA attack / victim acc (%) | single-label RMSE | MTAA RMSE |", "|---|---|---|---|---|---|---|",
+              f"| 2 attacks × 3 victims | 120 | {pct(sl120['combination_accuracy'])} | {pct(sl120['attack_accuracy'])} / "
+              f"{pct(sl120['victim_accuracy'])} | {pct(m23['attack_accuracy'])} / {pct(m23['victim_accuracy'])} | "
+              f"{num(sl120['hp_rmse'])} | {num(m23['hp_rmse'])} |",
+              f"| 3 attacks × 5 victims | 300 | {pct(sl300['combination_accuracy'])} | {pct(sl300['attack_accuracy'])} / "
+              f"{pct(sl300['victim_accuracy'])} | {pct(mt['attack_accuracy'])} / {pct(mt['victim_accuracy'])} | "
+              f"{num(sl300['hp_rmse'])} | {num(mt['hp_rmse'])} |",
+              "", f"2 × 3 here is {', '.join(TABLE9['attacks'])} × {', '.join(TABLE9['victims'])}.", ""]
+    lines += ["## Table 13: ablation", "",
+              "| variant | attack acc (%) | victim acc (%) | hyperparameter RMSE |", "|---|---|---|---|"]
+    for name, label in (("ablation-simple-loss", "simple loss (sum), shared layers, no perturbation extractor"),
+                        ("ablation-uncertainty", "+ uncertainty-weighted loss"),
+                        ("ablation-task-specific", "+ task-specific layers"),
+                        ("mtaa", "+ perturbation extractor (full MTAA)")):
+        x = rep[name]
+        lines.append(f"| {label} | {pct(x['attack_accuracy'])} | {pct(x['victim_accuracy'])} | {num(x['hp_rmse'])} |")
+    lines += ["", "## Where we differ and why", "",
+              "- Scale: a fraction of the paper's examples per cell, width-reduced victims and backbone, and no "
+              "ImageNet pretraining (nothing is downloaded); the paper's targets (attack ≥ 99.9 %, victim ≥ 99.5 %, "
+              "RMSE ≤ 6.04) are for its full scale.",
+              "- C&W κ above about 50 is often out of reach for small MNIST victims even in 500 steps; those cells "
+              "hold fewer (or no) examples, and the generated manifest counts them (`totals`, per-cell "
+              "`succeeded`).",
+              "- The paper does not say how it sampled clean images per cell; we use one shared order per split so "
+              "that the digit cannot identify the cell.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
