@@ -9,8 +9,6 @@ same way, without subclassing.
 
 from __future__ import annotations
 
-import copy
-
 import timm
 import torch
 from torch import nn
@@ -72,7 +70,3 @@ class StagedBackbone(nn.Module):
                 break
         self.train(was_training)
         return x
-
-    def branch(self) -> nn.Module:
-        """A fresh copy of the last stage: one task-specific layer set."""
-        return copy.deepcopy(self.last_stage)

@@ -157,11 +157,6 @@ class HyperparameterHead(Head):
         out = display.gather(1, picked.clamp_min(0)[:, None]).squeeze(1)
         return out.where(picked >= 0, torch.tensor(float("nan")))
 
-    def truth_values(self, batch) -> torch.Tensor:
-        truth = self._truth(batch)
-        return truth[:, 0] if self.mode == "single" else torch.nan_to_num(truth, nan=0.0).sum(1).where(
-            torch.isfinite(truth).any(1), torch.tensor(float("nan")))
-
     def answer(self, output, outputs):
         attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(output), dtype=torch.long)
         display = output * self.std + self.mean

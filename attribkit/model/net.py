@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -39,7 +40,7 @@ class AttributionNet(nn.Module):
         last = self.backbone.last_stage
         del self.backbone.last_stage  # it lives on in the branches
         self.branches = nn.ModuleDict(
-            {"attack": last, "victim": self.backbone_copy(last)} if arch.task_specific else {"shared": last})
+            {"attack": last, "victim": copy.deepcopy(last)} if arch.task_specific else {"shared": last})
         ch = self.backbone.channels
         self.ae = PerturbationAutoEncoder(ch["pe"], arch.ae_width) if arch.perturbation else None
         pe_dim = self.ae.latent_channels if self.ae else 0
@@ -48,12 +49,6 @@ class AttributionNet(nn.Module):
         heads = [build(context) for build in head_builders]
         # classification heads first: regressors read the attack logits (eq. 7)
         self.heads = nn.ModuleDict({h.name: h for h in sorted(heads, key=lambda h: h.task != "classification")})
-
-    @staticmethod
-    def backbone_copy(module: nn.Module) -> nn.Module:
-        import copy
-
-        return copy.deepcopy(module)
 
     def upscale(self, x: torch.Tensor) -> torch.Tensor:
         # nearest-neighbour copies pixels: no perturbation detail is invented or lost,

@@ -26,9 +26,6 @@ class Member:
     net: AttributionNet
     weighting: UncertaintyWeighting
 
-    def parameters(self):
-        return list(self.net.parameters()) + list(self.weighting.parameters())
-
 
 def applicable_heads(columns: list[str], config: TrainConfig) -> list:
     reg = plugins.registry()

@@ -62,8 +62,8 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
 def _fit(name: str, member: Member, train_data: AttributionData, test_data: AttributionData, config: TrainConfig,
          on_step: StepCallback | None, on_epoch: EpochCallback | None) -> list[dict]:
     net, heads = member.net, member.net.head_list()
-    decay = [p for p in net.parameters()]
-    opt = torch.optim.Adam([{"params": decay, "weight_decay": config.weight_decay},
+    # log σ is a task weight, not a model weight: no decay on it
+    opt = torch.optim.Adam([{"params": list(net.parameters()), "weight_decay": config.weight_decay},
                             {"params": list(member.weighting.parameters()), "weight_decay": 0.0}], lr=config.lr)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = steps_per_epoch * config.epochs
