@@ -9,8 +9,28 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 err_console = Console(stderr=True)
 
 
+class LazyProgress(Progress):
+    """Starts drawing at its first task, so a command that fails before doing
+    any work leaves nothing but its one error line."""
+
+    _started = False
+
+    def add_task(self, *args, **kwargs):
+        if not self._started:
+            self._started = True
+            self.start()
+        return super().add_task(*args, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._started:
+            self.stop()
+
+
 def make_progress() -> Progress:
-    return Progress(
+    return LazyProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=err_console,

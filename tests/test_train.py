@@ -218,3 +218,25 @@ def test_train_refuses_a_used_out_folder(tiny_data, mtaa_run):
 def test_train_on_a_missing_data_set(tmp_path):
     with pytest.raises(DataError, match="not an attribkit data set"):
         train(tmp_path, TrainConfig(**FAST), tmp_path / "run")
+
+
+def test_cli_train_evaluate_and_bad_config(tiny_data, tiny_zoo, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "cli-run"
+    result = runner.invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run), "--width", "0.125",
+                                 "--epochs", "1", "--batch-size", "16", "--input-scale", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "mtaa" and 0 <= summary["test"]["attack_accuracy"] <= 1
+    result = runner.invoke(cli, ["evaluate", "--run", str(run), "--data", str(tiny_data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["examples"] > 0 and (run / "evaluation" / "evaluation.md").exists()
+    assert report["attack_accuracy"] == summary["test"]["attack_accuracy"]  # same model, same test split
+    listed = runner.invoke(cli, ["victims", "list", "--zoo", str(tiny_zoo), "--json"])
+    assert [v["name"] for v in json.loads(listed.stdout)] == ["tiny-resnet", "tiny-vgg"]
+    for argv, message in ((["--width", "0"], "width must be in (0, 4]"),
+                          (["--backbone", "vit"], "unknown backbone 'vit'")):
+        bad = runner.invoke(cli, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "x"), *argv])
+        assert bad.exit_code == 1 and bad.stderr.startswith("error:") and message in bad.stderr
+        assert "Traceback" not in bad.output
