@@ -80,3 +80,23 @@ def test_pgd_batched_over_eps_is_bit_identical_to_torchattacks_per_eps(tiny_resn
     for e, adv in zip(eps, ours):
         reference = torchattacks.PGD(tiny_resnet, eps=e, alpha=10 / 255, steps=5, random_start=True)(x, y)
         assert torch.equal(adv, reference)
+
+
+@pytest.mark.parametrize("name, settings", [("bim", {"steps": 5}), ("mifgsm", {"steps": 5}),
+                                            ("square", {"n_queries": 20})])
+def test_more_linf_attacks_stay_in_the_eps_ball_and_follow_eps(name, settings, tiny_resnet, batch):
+    x, y = batch
+    torch.manual_seed(0)
+    small, large = _run(name, tiny_resnet, x, y, [{"eps": 10 / 255}, {"eps": 80 / 255}], **settings)
+    assert (small - x).abs().max() <= 10 / 255 + 1e-6 and (large - x).abs().max() <= 80 / 255 + 1e-6
+    assert (large - x).abs().max() > 10 / 255  # the larger ε is used, not ignored
+    assert small.min() >= 0 and large.max() <= 1
+
+
+def test_deepfool_overshoot_moves_further(tiny_resnet, batch):
+    x, y = batch[0][:6], batch[1][:6]
+    near, far = _run("deepfool", tiny_resnet, x, y, [{"overshoot": 0.02}, {"overshoot": 0.5}], steps=20)
+    l2 = lambda adv: (adv - x).flatten(1).norm(dim=1).mean()
+    assert l2(far) > l2(near)
+    with torch.no_grad():
+        assert (logit_margin(tiny_resnet(far), y) > 0).float().mean() >= 0.5

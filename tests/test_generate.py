@@ -201,3 +201,21 @@ def test_any_timm_model_with_a_local_checkpoint_is_a_victim(tmp_path, mnist):
     with torch.no_grad():
         expected = net.eval()((mnist.images[data["clean_index"]] - 0.5) / 0.5).argmax(1)
     assert torch.equal(expected, data["label"])  # only images the checkpoint classified correctly were attacked
+
+
+def test_generate_with_more_attacks_and_mixed_hyperparameters(tiny_zoo, tmp_path):
+    sc = tiny(tiny_zoo, victims=["tiny-resnet"], cells={"train": 2, "test": 1}, batch_size=4, attacks=[
+        {"name": "bim", "grid": {"eps": [60]}, "settings": {"steps": 3}},
+        {"name": "mifgsm", "grid": {"eps": [60]}, "settings": {"steps": 3}},
+        {"name": "deepfool", "grid": {"overshoot": [0.02, 0.5]}, "settings": {"steps": 10}},
+        {"name": "square", "grid": {"eps": [100]}, "settings": {"n_queries": 30}}], max_attempts_factor=4)
+    manifest = generate(sc, tmp_path / "more")
+    spaces = manifest["label_spaces"]
+    assert spaces["attack"] == ["bim", "mifgsm", "deepfool", "square"]
+    assert spaces["hyperparameters"]["overshoot"]["attacks"] == ["deepfool"]
+    assert spaces["attack_info"]["deepfool"]["norm"] == "L2"
+    data = load_split(tmp_path / "more", "train")
+    deepfool = data["attack"] == 2
+    assert deepfool.any() and torch.isnan(data["hp_eps"][deepfool]).all()
+    assert set(data["hp_overshoot"][deepfool].tolist()) <= {torch.tensor(0.02).item(), 0.5}  # stored as float32
+    assert data["success"].all()

@@ -55,7 +55,7 @@ def test_fingerprint_ignores_where_the_zoo_is_but_not_what_is_generated():
     ({"attacks": [{"name": "fgsm", "grid": {"kappa": [1]}}]}, "fgsm has no hyperparameter 'kappa'"),
     ({"attacks": [{"name": "pgd", "settings": {"stepz": 3}}]}, "unknown setting 'stepz'"),
     ({"attacks": [{"name": "pgd", "settings": {"steps": "many"}}]}, "settings.steps: expected"),
-    ({"attacks": [{"name": "deepfool"}]}, "unknown attack 'deepfool'"),
+    ({"attacks": [{"name": "boundary"}]}, "unknown attack 'boundary'"),
     ({"attacks": []}, "attacks is empty"),
     ({"victims": ["a", "a"]}, "lists a name twice"),
     ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
