@@ -40,7 +40,8 @@ def _from_pil(path: Path, channels: int, size: int) -> Item:
         raise AttribkitError(f"cannot decode image {str(path)!r}: {exc}") from None
     notes = []
     if pic.mode == "P":
-        pic, _ = pic.convert("RGBA" if "transparency" in pic.info else "RGB"), notes.append("palette → RGB")
+        pic = pic.convert("RGBA" if "transparency" in pic.info else "RGB")
+        notes.append("palette → RGB")
     if pic.mode in ("RGBA", "LA"):
         alpha = np.asarray(pic.getchannel("A"))
         if alpha.min() < 255:
@@ -130,7 +131,7 @@ def attribute(run: str | Path, inputs: list[str]) -> dict:
     images = torch.stack([i.image for i in items])
     outputs = predict(members, images)
     ls = meta["label_spaces"]
-    sig = signatures(members, outputs, len(ls["hyperparameters"]))
+    sig = signatures(members, outputs)
     extra_heads = {n: h for n, h in heads_of(members).items()
                    if n not in ("attack", "victim", "hyperparameter", "combination")}
     extra = {n: h.answer(outputs[n], outputs) for n, h in extra_heads.items()}

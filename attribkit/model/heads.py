@@ -15,6 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def attributed_value(hp: torch.Tensor) -> torch.Tensor:
+    """(B, n_hp) display values, NaN where an attack lacks the hyperparameter →
+    (B,) the one value each example's attack was run with (NaN if none)."""
+    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), torch.tensor(float("nan")))
+
+
 @dataclass
 class HeadContext:
     """What a head plugin may need to build itself."""
@@ -126,9 +132,7 @@ class HyperparameterHead(Head):
         """(B, pairs) display-unit targets, NaN where a pair does not apply."""
         hp = batch["hp"]  # (B, n_hp) in display units, NaN where the attack lacks it
         if self.mode == "single":
-            # each example's attack has one attributed hyperparameter: take it
-            return torch.nan_to_num(hp, nan=0.0).sum(1, keepdim=True).where(
-                torch.isfinite(hp).any(1, keepdim=True), torch.tensor(float("nan")))
+            return attributed_value(hp)[:, None]
         cols = []
         for attack, h in self.pairs:
             col = hp[:, self.hp_names.index(h)]

@@ -6,13 +6,9 @@ import math
 
 import torch
 
+from ..model.heads import attributed_value
 from .data import AttributionData, quantize
 from .models import Member, heads_of, predict, signatures
-
-
-def _truth_hp(data: AttributionData) -> torch.Tensor:
-    hp = data.labels["hp"]
-    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), torch.tensor(float("nan")))
 
 
 def _rmse(pred: torch.Tensor, truth: torch.Tensor) -> float | None:
@@ -27,9 +23,9 @@ def _accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float | None:
 def evaluate_members(members: dict[str, Member], data: AttributionData, quantized: bool) -> dict:
     images = quantize(data.images) if quantized else data.images
     outputs = predict(members, images)
-    sig = signatures(members, outputs, data.labels["hp"].shape[1])
+    sig = signatures(members, outputs)
     ls = data.label_spaces
-    truth_hp = _truth_hp(data)
+    truth_hp = attributed_value(data.labels["hp"])
     result: dict = {"examples": len(data)}
     for name in ("attack", "victim"):
         if name in sig:
@@ -53,7 +49,7 @@ def evaluate_members(members: dict[str, Member], data: AttributionData, quantize
 def cross_table(sig: dict, data: AttributionData, metric: str) -> dict[str, dict[str, float | None]]:
     """Per attack × per victim, like the paper's Tables 2–5."""
     ls = data.label_spaces
-    truth_hp = _truth_hp(data)
+    truth_hp = attributed_value(data.labels["hp"])
     table = {}
     for i, a in enumerate(ls["attack"]):
         row = {}

@@ -15,7 +15,7 @@ from torch import nn
 from .. import plugins
 from ..errors import AttribkitError
 from ..model.combination import CombinationHead
-from ..model.heads import HeadContext, HyperparameterHead
+from ..model.heads import HeadContext, HyperparameterHead, attributed_value
 from ..model.losses import UncertaintyWeighting
 from ..model.net import Architecture, AttributionNet
 from .config import TrainConfig
@@ -84,17 +84,16 @@ def heads_of(members: dict[str, Member]) -> dict[str, nn.Module]:
     return {h.name: h for m in members.values() for h in m.net.head_list()}
 
 
-def signatures(members: dict[str, Member], outputs: dict[str, torch.Tensor], n_hp: int) -> dict[str, torch.Tensor]:
+def signatures(members: dict[str, Member], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The three signatures as tensors, whatever the model kind: attack and
     victim index and probability, and the hyperparameter (display units) of
     the predicted attack."""
     heads = heads_of(members)
     n = len(next(iter(outputs.values())))
-    nan = torch.full((n,), float("nan"))
     if "combination" in heads:
         attack, victim, hp, prob = heads["combination"].decode(outputs["combination"])
-        value = torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), nan) if n_hp else nan
-        return {"attack": attack, "attack_prob": prob, "victim": victim, "victim_prob": prob, "hp": value}
+        return {"attack": attack, "attack_prob": prob, "victim": victim, "victim_prob": prob,
+                "hp": attributed_value(hp)}
     sig = {}
     for name in ("attack", "victim"):
         if name in outputs:

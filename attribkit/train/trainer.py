@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .data import AttributionData, load_attribution_data, quantize, target_stats
 from .metrics import evaluate_members
 from .models import Member, build_members
-from .run import RUN_FILE, save_run
+from .run import save_run
 
 EpochCallback = Callable[[str, int, int, dict], None]  # member, epoch, epochs, metrics
 StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, loss
@@ -27,7 +27,7 @@ StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, lo
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step: StepCallback | None = None,
           on_epoch: EpochCallback | None = None) -> dict:
     out = Path(out)
-    if (out / RUN_FILE).exists() or (out.exists() and any(out.iterdir())):
+    if out.exists() and any(out.iterdir()):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
     train_data = load_attribution_data(data_dir, "train")
     test_data = load_attribution_data(data_dir, "test")

@@ -15,7 +15,7 @@ from ..errors import AttribkitError
 from ..specs import Dataset
 from ..versions import library_versions
 from .model import Victim
-from .store import VictimRecord, wrap
+from .store import VictimRecord, read_record, save_victim, victim_path, wrap
 
 
 def make_record(architecture: str, dataset: Dataset, width: float | None, name: str | None = None) -> VictimRecord:
@@ -102,8 +102,6 @@ def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = Non
     ``on_start(name)`` may return a per-step callback; ``on_done(record,
     trained)`` is told whether the victim was trained or found.
     """
-    from .store import read_record, save_victim, victim_path
-
     records = []
     for arch in architectures:
         record = make_record(arch, dataset, width)
