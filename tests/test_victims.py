@@ -35,7 +35,10 @@ def test_zoo_roundtrip_is_exact(tmp_path, mnist):
     save_victim(tmp_path, record, victim)
     loaded, loaded_record = load_victim(tmp_path, "rt")
     assert loaded_record.architecture == "resnet18" and loaded_record.mean == record.mean
-    assert torch.equal(loaded(mnist.images[:8]), victim(mnist.images[:8]))
+    saved = victim.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.state_dict().items())
+    assert torch.equal(loaded(mnist.images[:8]), victim.freeze()(mnist.images[:8]))
+    assert loaded.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
 
 

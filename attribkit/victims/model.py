@@ -28,8 +28,13 @@ class Victim(nn.Module):
         return self.net((x - self.mean) / self.std)
 
     def freeze(self) -> "Victim":
-        """Eval mode, no parameter gradients: attacks only need input gradients."""
+        """Ready to attack: eval mode, no parameter gradients, channels-last weights.
+
+        Attacks only need input gradients. Channels-last is oneDNN's fast path
+        on CPU: forward+backward 1.3-1.6x faster on the width-0.25 victims
+        (docs/performance.md); on CUDA it is what cuDNN prefers too.
+        """
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
-        return self
+        return self.to(memory_format=torch.channels_last)
