@@ -102,10 +102,12 @@ def run_naive(data: dict, per_cell: int, prepared: bool) -> dict[str, float]:
     return per_attack
 
 
-def raw_throughput(zoo: str, victims: list[str], batch: int, repeats: int = 5) -> dict[str, float]:
+def raw_throughput(zoo: str, victims: list[str], batch: int, prepared: bool = True,
+                   repeats: int = 5) -> dict[str, float]:
     out = {}
     for name in victims:
-        model, record = load_victim(zoo, name)
+        model = load_victim(zoo, name)[0] if prepared else user_victim(zoo, name)
+        record = read_record(zoo, name)
         x = torch.rand(batch, record.in_chans, record.image_size, record.image_size)
         labels = torch.zeros(batch, dtype=torch.long)
         for _ in range(2):  # warm-up
@@ -149,6 +151,7 @@ def main() -> None:
     naive = run_naive(data, args.per_cell, prepared=False)
     naive_prepared = run_naive(data, args.per_cell, prepared=True)
     raw = raw_throughput(args.zoo, data["victims"], args.per_cell * 5)
+    raw_user = raw_throughput(args.zoo, data["victims"], args.per_cell * 5, prepared=False)
     # the ceiling for a whole attack: image-steps at each victim's raw rate
     rows = []
     for a in data["attacks"]:
@@ -171,7 +174,9 @@ def main() -> None:
     print(f"{'all':<8}{sum(images.values()):>8}{total_e:>10.2f}{total_n:>10.2f}{total_p:>11.2f}"
           f"{sum(images.values()) / total_e:>14.1f}{sum(images.values()) / total_n:>13.1f}{total_n / total_e:>9.2f}×"
           f"{total_p / total_e:>11.2f}×")
-    print("raw forward+backward, image-steps/s: " + ", ".join(f"{k} {v:.0f}" for k, v in raw.items()))
+    print("raw forward+backward, image-steps/s, prepared victim: " + ", ".join(f"{k} {v:.0f}" for k, v in raw.items()))
+    print("raw forward+backward, image-steps/s, user's victim:   "
+          + ", ".join(f"{k} {v:.0f}" for k, v in raw_user.items()))
     rss = {}
     if not args.skip_rss:
         for per_cell in (args.per_cell, 4 * args.per_cell):
@@ -182,6 +187,7 @@ def main() -> None:
                         "naive_prepared_s": round(total_p, 2), "speedup": round(total_n / total_e, 2),
                         "speedup_vs_prepared": round(total_p / total_e, 2)},
               "raw_image_steps_per_s": {k: round(v, 1) for k, v in raw.items()},
+              "raw_image_steps_per_s_user_victim": {k: round(v, 1) for k, v in raw_user.items()},
               "peak_rss_mb": rss, "torch_threads": torch.get_num_threads(),
               "peak_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

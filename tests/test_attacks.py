@@ -100,3 +100,18 @@ def test_deepfool_overshoot_moves_further(tiny_resnet, batch):
     assert l2(far) > l2(near)
     with torch.no_grad():
         assert (logit_margin(tiny_resnet(far), y) > 0).float().mean() >= 0.5
+
+
+def test_targeted_pgd_is_bit_identical_to_torchattacks_targeted_mode(tiny_resnet, batch):
+    x, _ = batch
+    target = (batch[1] + 3) % 10
+    torch.manual_seed(7)
+    ours = _run("pgd_targeted", tiny_resnet, x, target, [{"eps": 40 / 255}, {"eps": 120 / 255}], steps=5)
+    torch.manual_seed(7)
+    for e, adv in zip([40 / 255, 120 / 255], ours):
+        reference = torchattacks.PGD(tiny_resnet, eps=e, alpha=10 / 255, steps=5, random_start=True)
+        reference.set_mode_targeted_by_label(quiet=True)
+        assert torch.equal(adv, reference(x, target))
+    with torch.no_grad():
+        hits = [(tiny_resnet(adv).argmax(1) == target).float().mean().item() for adv in ours]
+    assert hits[1] > 0.5 and hits[1] >= hits[0]  # a larger ε reaches the target more often

@@ -219,3 +219,23 @@ def test_generate_with_more_attacks_and_mixed_hyperparameters(tiny_zoo, tmp_path
     assert deepfool.any() and torch.isnan(data["hp_eps"][deepfool]).all()
     assert set(data["hp_overshoot"][deepfool].tolist()) <= {torch.tensor(0.02).item(), 0.5}  # stored as float32
     assert data["success"].all()
+
+
+def test_targeted_attacks_get_random_other_targets_and_succeed_only_on_them(tiny_zoo, tmp_path):
+    sc = tiny(tiny_zoo, victims=["tiny-resnet"], cells={"train": 6, "test": 1}, batch_size=8, keep_failed=True,
+              max_attempts_factor=1, attacks=[
+                  {"name": "fgsm", "grid": {"eps": [60]}},
+                  {"name": "pgd_targeted", "grid": {"eps": [30, 120]}, "settings": {"steps": 5}}])
+    manifest = generate(sc, tmp_path / "targeted")
+    assert manifest["label_spaces"]["attack_info"]["pgd_targeted"]["targeted"] is True
+    data = load_split(tmp_path / "targeted", "train")
+    targeted = data["attack"] == 1
+    assert (data["target"][~targeted] == -1).all()
+    assert (data["target"][targeted] != data["label"][targeted]).all()
+    assert len(set(data["target"][targeted].tolist())) > 1  # random, not a fixed shift
+    # success means the victim predicts the target, not merely a wrong class
+    assert torch.equal(data["success"][targeted], data["pred"][targeted] == data["target"][targeted])
+    assert (data["success"][targeted] == (data["margin"][targeted] > 0)).all()
+    again = generate(sc, tmp_path / "again")
+    assert torch.equal(load_split(tmp_path / "again", "train")["target"], data["target"])
+    assert again["totals"] == manifest["totals"]

@@ -1,6 +1,8 @@
 """FGSM, PGD (L∞) and C&W (L2) with the settings of the paper's Table 1, and
 more torchattacks attacks so scenarios can go beyond the paper's three."""
 
+from functools import partial
+
 from attribkit.attacks.cw import cw_l2
 from attribkit.attacks.fgsm import fgsm
 from attribkit.attacks.pgd import pgd
@@ -28,6 +30,10 @@ def register_attacks(register):
     register(AttackSpec("pgd", pgd, (eps(),), settings={"alpha": 10 / 255, "steps": 100, "random_start": True},
                         norm="Linf", library="attribkit (== torchattacks.PGD per ε)",
                         description="Projected Gradient Descent with random start"))
+    register(AttackSpec("pgd_targeted", partial(pgd, targeted=True), (eps(),),
+                        settings={"alpha": 10 / 255, "steps": 100, "random_start": True}, norm="Linf", targeted=True,
+                        library="attribkit (== torchattacks.PGD, targeted mode)",
+                        description="PGD towards a random other class; success means the victim predicts it"))
     register(AttackSpec("cw", cw_l2, (Hyperparameter("kappa", KAPPA_GRID, symbol="κ", low=0.0,
                                                      description="logit margin the attack must reach"),),
                         settings={"c": 50.0, "steps": 500, "lr": 0.01}, success=kappa_reached, norm="L2",

@@ -205,12 +205,13 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
             break
         idx = pool[start:start + scenario.batch_size]
         x, y = dataset.images[idx], dataset.labels[idx]
+        goal = _targets(y, dataset.num_classes, derive_seed(seed, b, "target")) if spec.targeted else y
         torch.manual_seed(derive_seed(seed, b))  # random starts (PGD) are reproducible per batch
-        advs = spec.run(model, x, y, [natural[i] for i in active], plan.settings)
+        advs = spec.run(model, x, goal, [natural[i] for i in active], plan.settings)
         if len(advs) != len(active):
             raise AttribkitError(f"attack {spec.name!r} returned {len(advs)} batches for {len(active)} grid points")
         for i, adv in zip(active, advs):
-            rows = _measure(model, spec, adv, x, y, idx, points[i], natural[i])
+            rows = _measure(model, spec, adv, x, y, goal, idx, points[i], natural[i])
             attempted[i] += len(idx)
             succeeded[i] += int(rows["success"].sum())
             take = torch.ones_like(rows["success"]) if scenario.keep_failed else rows["success"]
@@ -224,22 +225,33 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
              for i in range(len(points))]
     rows = [r for per_point in kept for r in per_point]
     if not rows:  # every example failed: an empty shard with the usual columns
-        template = _measure(model, spec, dataset.images[:1], dataset.images[:1], dataset.labels[:1],
+        one = dataset.labels[:1]
+        template = _measure(model, spec, dataset.images[:1], dataset.images[:1], one, one,
                             torch.zeros(1, dtype=torch.long), points[0], natural[0])
         return {k: v[:0] for k, v in template.items()}, cells
     return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}, cells
 
 
+def _targets(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """A seeded random target class per example, never its true class."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=torch.Generator().manual_seed(seed))
+    return (labels + shift) % num_classes
+
+
 @torch.no_grad()
-def _measure(model, spec: AttackSpec, adv, x, y, idx, display: dict, natural: dict) -> dict[str, torch.Tensor]:
+def _measure(model, spec: AttackSpec, adv, x, y, goal, idx, display: dict, natural: dict) -> dict[str, torch.Tensor]:
+    """One row per example. ``margin`` is how far past the decision boundary
+    the attack got towards its goal: best other class minus the true class
+    (untargeted), or the target class minus the best other (targeted)."""
     if not torch.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1 or adv.shape != x.shape:
         raise AttribkitError(f"attack {spec.name!r} returned images outside [0, 1] or of the wrong shape")
     logits = model(adv)
-    margin = logit_margin(logits, y)
+    margin = -logit_margin(logits, goal) if spec.targeted else logit_margin(logits, y)
     values = {k: torch.full((len(adv),), v) for k, v in natural.items()}
     delta = (adv - x).flatten(1)
     rows = {
         "images": adv.float(), "clean_index": idx.long(), "label": y.long(),
+        "target": goal.long() if spec.targeted else torch.full_like(y, -1).long(),
         "pred": logits.argmax(1),
         "success": spec.success(margin, values).bool(), "margin": margin.float(),
         "l2": delta.norm(dim=1), "linf": delta.abs().amax(dim=1),
