@@ -186,8 +186,24 @@ def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_d
     finally:
         plugins.pm.unregister(name="norm-head")
         plugins.refresh()
-    with pytest.raises(AttribkitError, match="do not match"):
-        load_run(tmp_path / "run")  # without the plugin the run's weights have a head nobody builds
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"] == "norm-head"
+    with pytest.raises(AttribkitError, match="trained with head 'norm' from plugin 'norm-head', which is not installed"):
+        load_run(tmp_path / "run")  # without the plugin the run has a head nobody builds
+
+
+def test_a_run_keeps_its_heads_when_a_head_plugin_is_installed_later(mtaa_run, tiny_data, tmp_path):
+    out, _ = mtaa_run
+    plugins.load_plugins()
+    plugins.pm.register(NormPlugin(), name="norm-head")
+    try:
+        plugins.refresh()
+        _, members = load_run(out)  # trained before the plugin existed: no norm head, weights still load
+        assert set(members["mtaa"].net.heads) == {"attack", "victim", "hyperparameter"}
+        (row,) = attribute(out, [str(_one_png(tiny_data, tmp_path))])["results"]
+        assert "norm" not in row
+    finally:
+        plugins.pm.unregister(name="norm-head")
+        plugins.refresh()
 
 
 def _one_png(data, tmp_path):

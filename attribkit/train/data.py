@@ -24,7 +24,10 @@ class AttributionData:
 
     @property
     def columns(self) -> list[str]:
-        return ["attack", "victim"] + [f"hp_{h}" for h in self.label_spaces["hyperparameters"]]
+        """The label columns head plugins may ask for (``HeadSpec.applies``)."""
+        targeted = any(info.get("targeted") for info in self.label_spaces.get("attack_info", {}).values())
+        return ["attack", "victim"] + [f"hp_{h}" for h in self.label_spaces["hyperparameters"]] \
+            + (["target"] if targeted else [])
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in self.labels.items()}
@@ -41,6 +44,7 @@ def load_attribution_data(path: str | Path, split: str) -> AttributionData:
     labels = {
         "attack": data["attack"].long(), "victim": data["victim"].long(),
         "hp": torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
+        "target": data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
     }
     return AttributionData(data["images"], clean["images"][data["clean_index"]], labels,
                            manifest["label_spaces"], manifest["fingerprint"])

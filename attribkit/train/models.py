@@ -37,6 +37,13 @@ def applicable_heads(columns: list[str], config: TrainConfig) -> list:
     return chosen
 
 
+def head_plugins(members: dict[str, Member]) -> dict[str, str]:
+    """Head name → the plugin that registered it, for every head plugin the
+    members use (single-label's combination head is not a plugin)."""
+    table = plugins.registry().tables["heads"]
+    return {name: table[name].plugin for name in heads_of(members) if name in table}
+
+
 def build_members(config: TrainConfig, label_spaces: dict, stats: dict, columns: list[str], in_chans: int,
                   image_size: int, combinations: list[str] | None = None) -> dict[str, Member]:
     backbone = plugins.get("backbones", config.backbone)

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .. import plugins
 from ..errors import AttribkitError
 from ..generate.store import read_versioned_json, save_tensors_atomic, write_json_atomic
 from .config import TrainConfig
@@ -39,12 +41,23 @@ def read_run_meta(run: str | Path) -> dict:
     return read_versioned_json(run, RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError)
 
 
+def _installed_heads(run: Path, trained: dict[str, str]) -> list[str]:
+    known = plugins.registry().tables["heads"]
+    for name, plugin in trained.items():
+        if name not in known:
+            raise AttribkitError(f"run {str(run)!r} was trained with head {name!r} from plugin {plugin!r}, which is "
+                                 f"not installed or is disabled (see `attribkit plugins`); install it to use this run")
+    return list(trained)
+
+
 def load_run(run: str | Path) -> tuple[dict, dict[str, Member]]:
     """Rebuild a trained model from its run folder, ready to predict."""
     run = Path(run)
     meta = read_run_meta(run)
     try:
         config = TrainConfig.from_dict(meta["config"])
+        if meta.get("heads"):  # exactly the trained heads, whatever else is installed now
+            config = replace(config, heads=tuple(_installed_heads(run, meta["heads"])))
         members = build_members(config, meta["label_spaces"], meta["target_stats"], meta["columns"],
                                 meta["input"]["in_chans"], meta["input"]["image_size"], meta.get("combinations"))
     except KeyError as exc:

@@ -17,7 +17,7 @@ from ..versions import library_versions
 from .config import TrainConfig
 from .data import AttributionData, load_attribution_data, quantize, target_stats
 from .metrics import evaluate_members
-from .models import Member, build_members
+from .models import Member, build_members, head_plugins
 from .run import save_run
 
 EpochCallback = Callable[[str, int, int, dict], None]  # member, epoch, epochs, metrics
@@ -38,6 +38,7 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     members = build_members(config, train_data.label_spaces, stats, train_data.columns, in_chans, image_size, combos)
     meta = {
         "config": config.to_dict(),
+        "heads": head_plugins(members),
         "data": {"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
                  "test": len(test_data)},
         "label_spaces": train_data.label_spaces, "target_stats": stats, "combinations": combos,
