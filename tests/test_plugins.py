@@ -13,7 +13,7 @@ from attribkit.hookspecs import hookimpl
 from attribkit.specs import AttackSpec, Hyperparameter
 
 
-BUILTIN_ATTACKS = {"fgsm", "pgd", "cw", "bim", "mifgsm", "deepfool", "square"}
+BUILTIN_ATTACKS = {"fgsm", "pgd", "cw", "bim", "mifgsm", "deepfool", "square", "pgd_targeted"}
 
 
 def _noop_attack(model, images, labels, grid, settings):

@@ -87,7 +87,7 @@ def test_no_targeted_head_without_targeted_attacks(zoo, tmp_path):
 
 def test_disabling_the_plugin_changes_list_and_trainer_back(mixed_data, tmp_path, monkeypatch):
     runner = CliRunner()
-    names = lambda: {h["name"] for h in json.loads(runner.invoke(cli, ["list", "heads", "--json"]).output)}
+    names = lambda: {h["name"] for h in json.loads(runner.invoke(cli, ["list", "heads", "--json"]).stdout)}
     assert {"norm", "targeted"} <= names()
     monkeypatch.setenv("ATTRIBKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     plugins.reset()
