@@ -1,8 +1,13 @@
-import pytest
-import torch
+import os
 
-from attribkit.data import load_dataset
-from attribkit.victims.train import make_record, train_victim
+# Only this package's plugin: whatever else is installed cannot change these tests.
+os.environ.setdefault("ATTRIBKIT_LOAD_PLUGINS", "foolbox")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from attribkit.data import load_dataset  # noqa: E402
+from attribkit.victims.train import make_record, train_victim  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,17 @@
-import pytest
+import os
 
-from attribkit import plugins
-from attribkit.data import load_dataset
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import parse_scenario
-from attribkit.victims import save_victim
-from attribkit.victims.train import make_record, train_victim
+# Only this package's plugin: whatever else is installed cannot change these tests.
+os.environ.setdefault("ATTRIBKIT_LOAD_PLUGINS", "heads-extra")
 
-FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
+import pytest  # noqa: E402
+
+from attribkit import plugins  # noqa: E402
+from attribkit.data import load_dataset  # noqa: E402
+from attribkit.generate.engine import generate  # noqa: E402
+from attribkit.generate.scenario import parse_scenario  # noqa: E402
+from attribkit.victims import save_victim  # noqa: E402
+from attribkit.victims.train import make_record, train_victim  # noqa: E402
+
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +30,12 @@ def zoo(tmp_path_factory):
     return zoo
 
 
-def make_data(zoo, out, attacks):
+@pytest.fixture(scope="session")
+def make_data():
+    return _make_data
+
+
+def _make_data(zoo, out, attacks):
     plugins.reset()
     scenario = parse_scenario({"name": out.name, "dataset": "mnist5k", "seed": 0, "zoo": str(zoo),
                                "victims": ["tiny"], "batch_size": 8, "cells": {"train": 8, "test": 4},
@@ -45,4 +54,4 @@ MIXED = [
 @pytest.fixture(scope="session")
 def mixed_data(zoo, tmp_path_factory):
     """L∞ and L2, targeted and untargeted: every class of both heads occurs."""
-    return make_data(zoo, tmp_path_factory.mktemp("data") / "mixed", MIXED)
+    return _make_data(zoo, tmp_path_factory.mktemp("data") / "mixed", MIXED)

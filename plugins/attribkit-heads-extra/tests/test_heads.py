@@ -17,7 +17,7 @@ from attribkit.train.data import load_attribution_data
 from attribkit.train.run import load_run
 from attribkit.train.trainer import train
 
-from conftest import FAST, make_data
+FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_attribute_answers_norm_and_targeted(run, mixed_data, tmp_path):
     assert 0 < row["norm_probability"] <= 1
 
 
-def test_no_targeted_head_without_targeted_attacks(zoo, tmp_path):
+def test_no_targeted_head_without_targeted_attacks(zoo, make_data, tmp_path):
     data = make_data(zoo, tmp_path / "untargeted", [{"name": "fgsm", "grid": {"eps": [40, 120]}}])
     meta = train(data, TrainConfig(**{**FAST, "epochs": 1}), tmp_path / "run")
     assert "targeted" not in meta["heads"] and "norm" in meta["heads"]
