@@ -7,6 +7,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from attribkit import plugins  # noqa: E402
+from attribkit.testing import clean_registry  # noqa: E402
 from attribkit.data import load_dataset  # noqa: E402
 from attribkit.victims import load_victim, save_victim  # noqa: E402
 from attribkit.victims.train import make_record, train_victim  # noqa: E402
@@ -17,9 +18,8 @@ TINY_WIDTH = 1 / 16
 @pytest.fixture(autouse=True)
 def fresh_plugins():
     """Each test sees exactly the built-ins plus what it registers itself."""
-    plugins.reset()
-    yield
-    plugins.reset()
+    with clean_registry():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from attribkit.cli import cli
 from attribkit.errors import UnknownNameError
 from attribkit.hookspecs import hookimpl
 from attribkit.specs import AttackSpec, Hyperparameter
+from attribkit.testing import registered
 
 
 BUILTIN_ATTACKS = {"fgsm", "pgd", "cw", "bim", "mifgsm", "deepfool", "square", "pgd_targeted"}
@@ -36,19 +37,14 @@ def test_builtins_register_the_papers_attacks_victims_and_datasets():
 
 
 def test_adhoc_plugin_registers_an_attack_visible_in_the_cli():
-    plugins.load_plugins()
-    plugins.pm.register(AdHocAttacks(), name="adhoc")
-    try:
-        plugins.refresh()
+    with registered(AdHocAttacks(), "adhoc"):
         assert plugins.get("attacks", "noop").hyperparameters[0].grid == (1.0, 2.0)
         result = CliRunner().invoke(cli, ["list", "attacks", "--json"])
         assert result.exit_code == 0
         rows = {r["name"]: r for r in json.loads(result.stdout)}
         assert rows["noop"]["plugin"] == "adhoc"
         assert rows["noop"]["hyperparameters"][0]["name"] == "strength"
-    finally:
-        plugins.pm.unregister(name="adhoc")
-    assert "noop" not in plugins.refresh().names("attacks")
+    assert "noop" not in plugins.registry().names("attacks")
 
 
 def test_unknown_name_error_suggests_close_matches():
@@ -62,12 +58,11 @@ def test_duplicate_name_is_reported_naming_both_plugins_and_first_is_kept():
         def register_attacks(self, register):
             register(AttackSpec("fgsm", _noop_attack, (Hyperparameter("eps", (1.0,)),)))
 
-    plugins.load_plugins()
-    plugins.pm.register(Duplicate(), name="dupe")
-    reg = plugins.refresh()
-    errors = reg.plugins["dupe"].errors
-    assert len(errors) == 1 and "'fgsm'" in errors[0] and "attribkit.builtins.attacks" in errors[0] and "dupe" in errors[0]
-    assert reg.tables["attacks"]["fgsm"].plugin == "attribkit.builtins.attacks"
+    with registered(Duplicate(), "dupe") as reg:
+        errors = reg.plugins["dupe"].errors
+        assert len(errors) == 1 and "'fgsm'" in errors[0] and "attribkit.builtins.attacks" in errors[0] \
+            and "dupe" in errors[0]
+        assert reg.tables["attacks"]["fgsm"].plugin == "attribkit.builtins.attacks"
 
 
 def test_hook_that_raises_or_registers_a_wrong_object_is_reported_and_others_keep_working():

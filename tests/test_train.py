@@ -16,6 +16,7 @@ from attribkit.generate.store import load_split
 from attribkit.hookspecs import hookimpl
 from attribkit.model.heads import ClassificationHead
 from attribkit.specs import HeadSpec
+from attribkit.testing import registered
 from attribkit.train.config import TrainConfig
 from attribkit.train.run import load_run
 from attribkit.train.trainer import train
@@ -174,18 +175,12 @@ def test_single_label_baseline_decodes_combinations(tiny_data, tmp_path):
 
 
 def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_data, tmp_path):
-    plugins.load_plugins()
-    plugins.pm.register(NormPlugin(), name="norm-head")
-    try:
-        plugins.refresh()
+    with registered(NormPlugin(), "norm-head"):
         meta = train(tiny_data, TrainConfig(**FAST), tmp_path / "run")
         assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter", "norm"}
         assert 0 <= meta["final_test_metrics"]["norm_accuracy"] <= 1
         (row,) = attribute(tmp_path / "run", [str(_one_png(tiny_data, tmp_path))])["results"]
         assert row["norm"] in ("L2", "Linf") and 0 < row["norm_probability"] <= 1
-    finally:
-        plugins.pm.unregister(name="norm-head")
-        plugins.refresh()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"] == "norm-head"
     with pytest.raises(AttribkitError, match="trained with head 'norm' from plugin 'norm-head', which is not installed"):
         load_run(tmp_path / "run")  # without the plugin the run has a head nobody builds
@@ -193,17 +188,11 @@ def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_d
 
 def test_a_run_keeps_its_heads_when_a_head_plugin_is_installed_later(mtaa_run, tiny_data, tmp_path):
     out, _ = mtaa_run
-    plugins.load_plugins()
-    plugins.pm.register(NormPlugin(), name="norm-head")
-    try:
-        plugins.refresh()
+    with registered(NormPlugin(), "norm-head"):
         _, members = load_run(out)  # trained before the plugin existed: no norm head, weights still load
         assert set(members["mtaa"].net.heads) == {"attack", "victim", "hyperparameter"}
         (row,) = attribute(out, [str(_one_png(tiny_data, tmp_path))])["results"]
         assert "norm" not in row
-    finally:
-        plugins.pm.unregister(name="norm-head")
-        plugins.refresh()
 
 
 def _one_png(data, tmp_path):

@@ -6,6 +6,7 @@ os.environ.setdefault("ATTRIBKIT_LOAD_PLUGINS", "heads-extra")
 import pytest  # noqa: E402
 
 from attribkit import plugins  # noqa: E402
+from attribkit.testing import clean_registry  # noqa: E402
 from attribkit.data import load_dataset  # noqa: E402
 from attribkit.generate.engine import generate  # noqa: E402
 from attribkit.generate.scenario import parse_scenario  # noqa: E402
@@ -16,9 +17,8 @@ from attribkit.victims.train import make_record, train_victim  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def fresh_plugins():
-    plugins.reset()
-    yield
-    plugins.reset()
+    with clean_registry():
+        yield
 
 
 @pytest.fixture(scope="session")
