@@ -149,4 +149,4 @@ def attribute(run: str | Path, inputs: list[str]) -> dict:
             row.update(answers[i])
         row["conversion"] = item.conversion
         results.append(row)
-    return {"run": str(run), "model": meta["config"]["model"], "results": results}
+    return {"run": str(run), "model": meta["config"]["model"], "heads": list(extra_heads), "results": results}

@@ -350,12 +350,16 @@ def attribute_cmd(run, inputs, as_json):
         _echo_json(report)
         return
     table = Table(title=f"attribution by {report['model']} ({run})")
-    for col in ("input", "attack", "victim", "hyperparameter", "note"):
+    extra = report["heads"]  # heads from plugins: one column each
+    for col in ("input", "attack", "victim", "hyperparameter", *extra, "note"):
         table.add_column(col, overflow="fold")
     for r in report["results"]:
         hp = ", ".join(v["text"] for v in r.get("hyperparameters", {}).values())
+        answers = [f"{r[h]} ({r[f'{h}_probability']:.0%})" if f"{h}_probability" in r else str(r.get(h, "–"))
+                   for h in extra]
         table.add_row(r["input"], f"{r.get('attack', '–')} ({r.get('attack_probability', 0):.0%})",
-                      f"{r.get('victim', '–')} ({r.get('victim_probability', 0):.0%})", hp, r["conversion"] or "")
+                      f"{r.get('victim', '–')} ({r.get('victim_probability', 0):.0%})", hp, *answers,
+                      r["conversion"] or "")
     Console().print(table)
 
 

@@ -97,6 +97,8 @@ def _confusion_plots(sig: dict, data: AttributionData, out: Path) -> list[str]:
         if name not in sig:
             continue
         labels = data.label_spaces[name]
+        if len(labels) < 2:  # one class: nothing to confuse
+            continue
         fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
         ConfusionMatrixDisplay.from_predictions(data.labels[name].numpy(), sig[name].numpy(),
                                                 labels=list(range(len(labels))), display_labels=labels,
@@ -133,6 +135,10 @@ def markdown(report: dict) -> str:
         lines += ["", "Hyperparameter RMSE per attack (ε×255 for L∞ attacks, κ for C&W):", "",
                   "| attack | RMSE |", "|---|---|"]
         lines += [f"| {a} | {_num(v)} |" for a, v in report["hp_rmse_per_attack"].items()]
+    others = {k: v for k, v in report.items() if k.endswith("_accuracy") and k not in dict(TASK_METRICS)}
+    if others:  # heads from plugins, and single-label's exact class
+        lines += ["", "Other heads:", "", "| head | accuracy (%) |", "|---|---|"]
+        lines += [f"| {k.removesuffix('_accuracy')} | {_pct(v)} |" for k, v in others.items()]
     titles = {"attack_accuracy": "Attack accuracy (%)", "victim_accuracy": "Victim accuracy (%)",
               "hp_rmse": "Hyperparameter RMSE", "combination_accuracy": "Exact single-label class accuracy (%)"}
     for metric, table in report["tables"].items():

@@ -103,3 +103,18 @@ def test_a_run_with_the_heads_needs_the_plugin(run, monkeypatch):
     assert result.exit_code == 1
     assert "trained with head 'norm' from plugin 'heads-extra', which is not installed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_attribute_and_evaluate_show_the_heads(run, mixed_data, tmp_path):
+    img = load_split(mixed_data, "test")["images"][0, 0]
+    path = tmp_path / "one.png"
+    Image.fromarray((img.numpy() * 255).round().astype(np.uint8), "L").save(path)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["attribute", "--run", str(run[0]), str(path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "norm" in shown.stdout and "targeted" in shown.stdout
+    assert "Linf" in shown.stdout or "L2" in shown.stdout
+    report = json.loads(runner.invoke(cli, ["evaluate", "--run", str(run[0]), "--data", str(mixed_data),
+                                            "--out", str(tmp_path / "eval"), "--json"]).stdout)
+    assert 0 <= report["norm_accuracy"] <= 1 and 0 <= report["targeted_accuracy"] <= 1
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "| norm |" in md and "| targeted |" in md
