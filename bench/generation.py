@@ -67,11 +67,11 @@ def run_engine(data: dict) -> dict[str, float]:
 
 
 def user_victim(zoo: str, name: str):
-    """The victim as someone calling torchattacks would hold it."""
+    """The victim as someone calling torchattacks would hold it (same return as load_victim)."""
     record = read_record(zoo, name)
     victim = wrap(record, build_network(record))
     load_weights(victim, victim_path(zoo, name), name)
-    return victim.eval()
+    return victim.eval(), record
 
 
 def run_naive(data: dict, per_cell: int, prepared: bool) -> dict[str, float]:
@@ -84,7 +84,7 @@ def run_naive(data: dict, per_cell: int, prepared: bool) -> dict[str, float]:
     x, y = ds.images[split.train[:per_cell]], ds.labels[split.train[:per_cell]]
     per_attack = {a["name"]: 0.0 for a in data["attacks"]}
     for victim_name in data["victims"]:
-        model = load_victim(data["zoo"], victim_name)[0] if prepared else user_victim(data["zoo"], victim_name)
+        model, _ = (load_victim if prepared else user_victim)(data["zoo"], victim_name)
         for attack in data["attacks"]:
             s = attack["settings"]
             for value in next(iter(attack["grid"].values())):
@@ -106,8 +106,7 @@ def raw_throughput(zoo: str, victims: list[str], batch: int, prepared: bool = Tr
                    repeats: int = 5) -> dict[str, float]:
     out = {}
     for name in victims:
-        model = load_victim(zoo, name)[0] if prepared else user_victim(zoo, name)
-        record = read_record(zoo, name)
+        model, record = (load_victim if prepared else user_victim)(zoo, name)
         x = torch.rand(batch, record.in_chans, record.image_size, record.image_size)
         labels = torch.zeros(batch, dtype=torch.long)
         for _ in range(2):  # warm-up

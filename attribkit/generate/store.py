@@ -85,7 +85,7 @@ def load_split(out: str | Path, split: str) -> dict[str, torch.Tensor]:
         n = len(tensors["images"])
         for hp in hp_names:
             tensors.setdefault(f"hp_{hp}", torch.full((n,), float("nan")))
-        tensors.setdefault("target", torch.full((n,), -1, dtype=torch.long))  # written since 0.2: -1 = untargeted
+        tensors.setdefault("target", torch.full((n,), -1, dtype=torch.long))  # absent from data sets made before targeted attacks; -1 = untargeted
         parts.append(tensors)
     if not parts:
         raise DataError(f"{str(out)!r} has no finished {split} shards")

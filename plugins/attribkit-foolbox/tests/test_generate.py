@@ -21,7 +21,7 @@ def test_generate_with_foolbox_attacks_records_failures(mnist, tmp_path):
             {"name": "fb_boundary", "grid": {"steps": [20]}},
         ]})
     manifest = generate(scenario, tmp_path / "data")
-    cells = {(s["attack"], json_value(c)): c for s in manifest["shards"].values() if s["split"] == "train"
+    cells = {(s["attack"], cell_value(c)): c for s in manifest["shards"].values() if s["split"] == "train"
              for c in s["cells"]}
     assert cells[("fb_l2_cw", 500.0)]["succeeded"] == 0 and cells[("fb_l2_cw", 500.0)]["kept"] == 0
     assert cells[("fb_l2_cw", 1.0)]["succeeded"] > 0
@@ -33,5 +33,5 @@ def test_generate_with_foolbox_attacks_records_failures(mnist, tmp_path):
     assert manifest["label_spaces"]["attack_info"]["fb_boundary"]["norm"] == "L2"
 
 
-def json_value(cell):
+def cell_value(cell):
     return float(next(iter(cell["values"].values())))
