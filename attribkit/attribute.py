@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import AttribkitError
-from .generate.store import read_tensors
+from .storage import read_bytes, tensors_from_bytes
 from .train.models import heads_of, predict, signatures
 from .train.run import input_shape, load_run
 
@@ -80,7 +80,7 @@ def _fit(item: Item, channels: int, size: int) -> Item:
 
 
 def _from_safetensors(path: Path, channels: int, size: int) -> list[Item]:
-    tensors, _ = read_tensors(path)
+    tensors, _ = tensors_from_bytes(read_bytes(path, error=AttribkitError), str(path), AttribkitError)
     if "images" not in tensors:
         raise AttribkitError(f"{str(path)!r} has no tensor named 'images' (found: {', '.join(tensors)})")
     images = tensors["images"]
@@ -124,8 +124,9 @@ def format_value(meta: dict, name: str, value: float) -> dict:
             "text": f"{info['symbol'] or name} = {value:.1f}{info['unit']}"}
 
 
-def attribute(run: str | Path, inputs: list[str]) -> dict:
-    meta, members = load_run(run)
+def attribute(run: str | Path, inputs: list[str], verify: bool = True) -> dict:
+    """``verify=False`` loads the run without checking its files' recorded hashes."""
+    meta, members = load_run(run, verify)
     channels, size = input_shape(meta)
     items = collect_inputs(inputs, channels, size)
     images = torch.stack([i.image for i in items])

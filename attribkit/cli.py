@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from rich.table import Table
 from . import __version__, plugins
 from .console import GenerateProgress, err_console, make_progress
 from .errors import AttribkitError
+from .storage import IntegrityNotice
 
 KIND_CHOICE = click.Choice(list(plugins.KINDS) + ["scenarios"])
 
@@ -22,13 +24,30 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", IntegrityNotice)
+                warnings.showwarning = _show_notice(warnings.showwarning)
+                return super().invoke(ctx)
         except AttribkitError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished work is kept; run the same command to resume")
             sys.exit(130)
+
+
+def _show_notice(fallback):
+    """Integrity notices as one line each on stderr; other warnings as Python shows them."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, IntegrityNotice):
+            err_console.print(f"[yellow]notice:[/yellow] {message}", highlight=False, soft_wrap=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
+
+
+NO_VERIFY = click.option("--no-verify", is_flag=True,
+                         help="Read files without checking them against their recorded sha256 (see `attribkit verify`).")
 
 
 def _echo_json(data) -> None:
@@ -202,14 +221,19 @@ def victims_list(zoo, as_json):
 @click.option("--scenario", required=True, help="Scenario TOML file, or a built-in name (`attribkit list scenarios`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Data set folder (resumed if it exists).")
 @click.option("--zoo", default=None, type=click.Path(file_okay=False), help="Victim zoo (default: the scenario's).")
+@click.option("--accept-versions", is_flag=True,
+              help="Resume a data set begun with other library versions; each new shard records its versions.")
+@NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's summary as JSON.")
-def generate_cmd(scenario, out, zoo, as_json):
+def generate_cmd(scenario, out, zoo, accept_versions, no_verify, as_json):
     """Generate an adversarial-attribution data set from a scenario.
 
     Writes sharded safetensors (adversarial images; attack, victim and
     hyperparameter labels; success, margin, L2/L∞ norms) and manifest.json.
     Failed attacks are excluded and counted. Re-running into the same --out
-    resumes: finished shards are kept.
+    resumes: finished shards whose bytes match their recorded sha256 are
+    kept, damaged or missing ones are made again (and reported). A data set
+    begun with other library versions is refused unless --accept-versions.
     """
     from .generate.engine import generate
     from .generate.scenario import load_scenario
@@ -217,7 +241,8 @@ def generate_cmd(scenario, out, zoo, as_json):
     _warn_plugin_errors()
     sc = load_scenario(scenario)
     with make_progress() as progress:
-        manifest = generate(sc, out, zoo=zoo, progress=GenerateProgress(progress))
+        manifest = generate(sc, out, zoo=zoo, progress=GenerateProgress(progress), verify=not no_verify,
+                            accept_versions=accept_versions)
     summary = _summarise(manifest)
     if as_json:
         _echo_json(summary)
@@ -272,9 +297,10 @@ def _print_summary(summary: dict, out: str) -> None:
 @click.option("--no-fusion", is_flag=True, help="Drop high-low feature fusion (ablation).")
 @click.option("--head", "heads", multiple=True, help="Only these head plugins (default: all that apply).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, lr, weight_decay, loss, regression,
-              no_perturbation, no_task_specific, no_fusion, heads, seed, as_json):
+              no_perturbation, no_task_specific, no_fusion, heads, seed, no_verify, as_json):
     """Train an attribution model on a generated data set.
 
     Adam with cosine LR (the paper's settings by default). The run folder
@@ -289,7 +315,7 @@ def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_s
                          epochs=epochs, batch_size=batch_size, input_scale=input_scale, lr=lr,
                          weight_decay=weight_decay, seed=seed,
                          heads=tuple(heads))
-    meta = _train(data_dir, config, out)
+    meta = _train(data_dir, config, out, verify=not no_verify)
     summary = {"run": out, "model": model, "seconds": meta["seconds"], "parameters": meta["parameters"],
                "test": meta["final_test_metrics"]}
     if as_json:
@@ -298,7 +324,7 @@ def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_s
         _print_metrics(f"{model} → {out} ({meta['seconds']:.0f} s)", meta["final_test_metrics"])
 
 
-def _train(data_dir, config, out):
+def _train(data_dir, config, out, verify=True):
     from .train.trainer import train
 
     with make_progress() as progress:
@@ -315,7 +341,7 @@ def _train(data_dir, config, out):
             rmse = f" rmse {row['hp_rmse']:.1f}" if row.get("hp_rmse") is not None else ""
             progress.update(tasks[member], info=f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {acc}{rmse}")
 
-        return train(data_dir, config, out, on_step=on_step, on_epoch=on_epoch)
+        return train(data_dir, config, out, on_step=on_step, on_epoch=on_epoch, verify=verify)
 
 
 def _print_metrics(title, metrics):
@@ -334,8 +360,9 @@ def _print_metrics(title, metrics):
 @cli.command("attribute")
 @click.option("--run", required=True, type=click.Path(file_okay=False), help="A run folder from `attribkit train`.")
 @click.argument("inputs", nargs=-1, required=True)
+@NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def attribute_cmd(run, inputs, as_json):
+def attribute_cmd(run, inputs, no_verify, as_json):
     """Say which attack, victim and hyperparameter made each image.
 
     INPUTS are PNG/JPEG files, folders of them, or .safetensors batches
@@ -345,7 +372,7 @@ def attribute_cmd(run, inputs, as_json):
     """
     from .attribute import attribute
 
-    report = attribute(run, list(inputs))
+    report = attribute(run, list(inputs), verify=not no_verify)
     if as_json:
         _echo_json(report)
         return
@@ -369,14 +396,15 @@ def attribute_cmd(run, inputs, as_json):
 @click.option("--baseline", type=click.Path(file_okay=False), help="A baseline run, for Δ_MTL (eq. 15).")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
+@NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(run, data_dir, baseline, split, out, as_json):
+def evaluate_cmd(run, data_dir, baseline, split, out, no_verify, as_json):
     """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
     Δ_MTL against a baseline, parameters, FLOPs and confusion matrices;
     written as evaluation.json, evaluation.md and PNGs."""
     from .evaluate import evaluate
 
-    report = evaluate(run, data_dir, baseline, out, split)
+    report = evaluate(run, data_dir, baseline, out, split, verify=not no_verify)
     if as_json:
         _echo_json(report)
         return
@@ -384,6 +412,48 @@ def evaluate_cmd(run, data_dir, baseline, split, out, as_json):
 
     Console().print(Markdown(Path(report["out"], "evaluation.md").read_text()))
     err_console.print(f"written to {report['out']}/ (evaluation.json, evaluation.md, confusion_*.png)")
+
+
+@cli.command("verify")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--record", is_flag=True, help="Record hashes for files that have none (folders written by an older "
+                                             "attribkit); never replaces a hash that disagrees.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify_cmd(path, record, as_json):
+    """Check a data set, zoo or run folder against the sha256 recorded when it was written.
+
+    Lists every file with its state: ok, changed (bytes differ from the
+    record), missing, or unrecorded (written before attribkit recorded
+    hashes; --record records them as they are now). Exits 1 if anything is
+    not ok. The hashes find rot and accidents, not tampering.
+    """
+    from .verify import verify
+
+    result = verify(path, record=record)
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        table = Table(title=f"{result.kind} {path}")
+        for col in ("file", "state", "detail"):
+            table.add_column(col, overflow="fold")
+        colour = {"ok": "green", "changed": "red", "missing": "red", "unrecorded": "yellow"}
+        for f in result.files:
+            table.add_row(f.name, f"[{colour[f.state]}]{f.state}", f.detail)
+        for problem in result.problems:
+            table.add_row("", "[red]damaged", problem)
+        Console().print(table)
+        for name in result.leftovers:
+            err_console.print(f"[yellow]notice:[/yellow] {name} is a temporary file left by an interrupted write; "
+                              f"safe to delete", highlight=False, soft_wrap=True)
+        if result.recorded:
+            err_console.print(f"recorded hashes for {len(result.recorded)} file(s)", highlight=False)
+    if not result.ok:
+        bad = [f for f in result.files if f.state != "ok"]
+        unrecorded = all(f.state == "unrecorded" for f in bad) and not result.problems
+        hint = f"; `attribkit verify --record {path}` records them" if unrecorded else ""
+        named = ", ".join(f"{f.name} ({f.state})" for f in bad[:3]) + (", …" if len(bad) > 3 else "")
+        raise AttribkitError(f"{result.kind} {path!r}: {len(bad) + len(result.problems)} of {len(result.files)} files "
+                             f"failed verification{': ' + named if named else ''}{hint}")
 
 
 @cli.command("demo")

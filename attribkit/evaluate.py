@@ -8,12 +8,13 @@ confusion matrices; written as JSON, Markdown and PNG.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
+from . import storage
 from .errors import AttribkitError
-from .generate.store import write_json_atomic
 from .train.data import AttributionData, load_attribution_data
 from .train.metrics import cross_table, evaluate_members
 from .train.models import Member
@@ -54,8 +55,8 @@ def delta_mtl(model: dict, baseline: dict) -> float | None:
     return round(100 * sum(terms) / len(terms), 3) if terms else None
 
 
-def _evaluate_one(run: str, data: AttributionData) -> tuple[dict, dict, dict]:
-    meta, members = load_run(run)
+def _evaluate_one(run: str, data: AttributionData, verify: bool) -> tuple[dict, dict, dict]:
+    meta, members = load_run(run, verify)
     check_label_spaces(meta, data, run)
     result = evaluate_members(members, data, meta["config"]["quantize"])
     sig = result.pop("_signatures")
@@ -67,20 +68,21 @@ def _evaluate_one(run: str, data: AttributionData) -> tuple[dict, dict, dict]:
 
 
 def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | None = None,
-             out: str | Path | None = None, split: str = "test") -> dict:
-    data = load_attribution_data(data_dir, split)
-    meta, result, sig = _evaluate_one(str(run), data)
+             out: str | Path | None = None, split: str = "test", verify: bool = True) -> dict:
+    """``verify=False`` reads the run(s) and data set without checking their recorded hashes."""
+    data = load_attribution_data(data_dir, split, verify)
+    meta, result, sig = _evaluate_one(str(run), data, verify)
     report = {"run": str(run), "model": meta["config"]["model"], "data": str(data_dir), "split": split, **result}
     if baseline:
-        base_meta, base, _ = _evaluate_one(str(baseline), data)
+        base_meta, base, _ = _evaluate_one(str(baseline), data, verify)
         base.pop("tables")
         report["baseline"] = {"run": str(baseline), "model": base_meta["config"]["model"], **base}
         report["delta_mtl_percent"] = delta_mtl(result, base)
     out = Path(out) if out else Path(run) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = _confusion_plots(sig, data, out)
-    write_json_atomic(out / "evaluation.json", report)
-    (out / "evaluation.md").write_text(markdown(report))
+    storage.write_json(out / "evaluation.json", report)
+    storage.write_text(out / "evaluation.md", markdown(report))
     report["out"] = str(out)
     return report
 
@@ -106,8 +108,10 @@ def _confusion_plots(sig: dict, data: AttributionData, out: Path) -> list[str]:
         ax.set_title(f"{name} attribution ({len(data)} test examples)")
         fig.tight_layout()
         path = out / f"confusion_{name}.png"
-        fig.savefig(path, dpi=110)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
         plt.close(fig)
+        storage.write_bytes(path, png.getvalue())
         written.append(str(path))
     return written
 

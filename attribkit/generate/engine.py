@@ -20,14 +20,14 @@ from typing import Protocol
 
 import torch
 
-from .. import plugins
+from .. import plugins, storage
 from ..attacks import logit_margin
 from ..data import load_dataset, split_dataset
 from ..errors import AttribkitError, DataError
 from ..specs import AttackSpec
 from ..versions import library_versions
 from .scenario import AttackPlan, Scenario
-from .store import CLEAN, FORMAT, MANIFEST, SHARDS, read_manifest, save_tensors_atomic, write_json_atomic
+from .store import CLEAN, FORMAT, MANIFEST, read_manifest, save_file, shard_file, write_manifest
 from .victims import resolve_victim
 
 SPLITS = ("train", "test")
@@ -63,17 +63,39 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _prepare_out(out: Path, scenario: Scenario) -> dict | None:
+def _prepare_out(out: Path, scenario: Scenario, verify: bool, accept_versions: bool) -> dict | None:
     """The existing manifest to resume from, or None for a fresh data set."""
     if (out / MANIFEST).exists():
-        manifest = read_manifest(out)
+        manifest = read_manifest(out, verify)
         if manifest["fingerprint"] != scenario.fingerprint():
-            raise DataError(f"--out {str(out)!r} holds data of scenario {manifest['scenario']['name']!r} with other "
+            raise DataError(f"--out {str(out)!r} holds data of scenario {manifest['scenario'].get('name')!r} with other "
                             f"settings; choose another --out (nothing was changed)")
+        changed = _version_changes(manifest["versions"], library_versions())
+        if changed and not accept_versions:
+            raise DataError(f"--out {str(out)!r} was started with other library versions ({changed}), so shards made "
+                            f"now could differ in bytes from the finished ones; use another --out, or "
+                            f"--accept-versions to go on and record the versions of each new shard (nothing was changed)")
         return manifest
     if out.exists() and any(out.iterdir()):
         raise DataError(f"--out {str(out)!r} is not empty and holds no attribkit data set; choose another --out")
     return None
+
+
+def _version_changes(started: dict, now: dict) -> str:
+    return ", ".join(f"{k} {started.get(k, 'absent')} → {now.get(k, 'absent')}"
+                     for k in sorted(set(started) | set(now)) if started.get(k) != now.get(k))
+
+
+def _reusable(out: Path, manifest: dict, name: str, verify: bool) -> bool:
+    """Whether a finished file can be kept on resume; a damaged one is re-made, and we say so."""
+    if not verify:
+        return (out / name).is_file()
+    check = storage.check_file(out, name, storage.recorded_file(manifest, name, str(out / MANIFEST)))
+    if check.state in ("ok", "unrecorded"):  # unrecorded: an older data set, kept unverified (read_manifest said so)
+        return True
+    storage.notice(f"{str(out / name)!r} {'is missing' if check.state == 'missing' else 'does not match its recorded sha256'}"
+                   f"{f' ({check.detail})' if check.state == 'changed' else ''}; re-making it")
+    return False
 
 
 def plan_jobs(scenario: Scenario) -> list[Job]:
@@ -81,35 +103,42 @@ def plan_jobs(scenario: Scenario) -> list[Job]:
 
 
 def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None,
-             progress: Progress | None = None) -> dict:
-    """Generate (or finish generating) the data set; returns the manifest."""
+             progress: Progress | None = None, verify: bool = True, accept_versions: bool = False) -> dict:
+    """Generate (or finish generating) the data set; returns the manifest.
+
+    Resuming keeps every finished shard whose bytes match the manifest's
+    record and re-makes the others. ``verify=False`` skips the hash checks
+    (of the zoo's victims too); ``accept_versions`` resumes a data set begun
+    with other library versions, recording the versions of each new shard.
+    """
     out, zoo = Path(out), Path(zoo or scenario.zoo)
     progress = progress or SilentProgress()
-    previous = _prepare_out(out, scenario)
+    previous = _prepare_out(out, scenario, verify, accept_versions)
     dataset = load_dataset(scenario.dataset)
     split = split_dataset(dataset.labels, scenario.test_fraction, scenario.seed)
-    victims = {ref.name: resolve_victim(ref, zoo, dataset) for ref in scenario.victims}
+    victims = {ref.name: resolve_victim(ref, zoo, dataset, verify) for ref in scenario.victims}
     attacks = {plan.name: plugins.get("attacks", plan.name) for plan in scenario.attacks}
 
     manifest = previous or _new_manifest(scenario, dataset, split, attacks)
+    versions = library_versions()
     for name, (_, record, sha) in victims.items():
         known = manifest["victims"].get(name)
-        if known and known["weights_sha256"] != sha:
+        if known and known.get("weights_sha256") != sha:
             raise DataError(f"victim {name!r} changed since {str(out)!r} was started (weights differ); "
                             f"use another --out")
         manifest["victims"][name] = {**record.__dict__, "weights_sha256": sha}
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / CLEAN).exists():
-        save_tensors_atomic(out / CLEAN, {"images": dataset.images, "labels": dataset.labels,
-                                          "train_index": split.train, "test_index": split.test})
+    if previous is None or not _reusable(out, manifest, CLEAN, verify):
+        save_file(out, manifest, CLEAN, {"images": dataset.images, "labels": dataset.labels,
+                                         "train_index": split.train, "test_index": split.test})
     manifest["status"] = "partial"
-    write_json_atomic(out / MANIFEST, manifest)
+    write_manifest(out, manifest)
 
     plans = {p.name: p for p in scenario.attacks}
     jobs = plan_jobs(scenario)
     quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
     job_total = {j: quota[j.split] * len(plans[j.attack].points()) for j in jobs}
-    pending = [j for j in jobs if j.shard not in manifest["shards"] or not (out / SHARDS / j.shard).exists()]
+    pending = [j for j in jobs if j.shard not in manifest["shards"] or not _reusable(out, manifest, shard_file(j.shard), verify)]
     progress.begin(sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
     pools = {}
     for job in pending:
@@ -127,16 +156,18 @@ def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = No
             seed=derive_seed(scenario.seed, job.victim, job.attack, job.split), progress=progress)
         tensors["attack"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["attack"].index(job.attack))
         tensors["victim"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["victim"].index(job.victim))
-        save_tensors_atomic(out / SHARDS / job.shard, tensors,
-                            {"format": FORMAT, "victim": job.victim, "attack": job.attack, "split": job.split})
+        save_file(out, manifest, shard_file(job.shard), tensors,
+                  {"format": FORMAT, "victim": job.victim, "attack": job.attack, "split": job.split})
         manifest["shards"][job.shard] = {"victim": job.victim, "attack": job.attack, "split": job.split,
                                          "examples": len(tensors["images"]), "seconds": round(time.time() - start, 2),
                                          "cells": cells}
-        write_json_atomic(out / MANIFEST, manifest)
+        if versions != manifest["versions"]:  # accepted with --accept-versions: say what made this shard
+            manifest["shards"][job.shard]["versions"] = versions
+        write_manifest(out, manifest)
         progress.end_job(job_total[job] - len(tensors["images"]))
     manifest["status"] = "complete"
     manifest["totals"] = _totals(manifest)
-    write_json_atomic(out / MANIFEST, manifest)
+    write_manifest(out, manifest)
     return manifest
 
 

@@ -1,24 +1,22 @@
 """The on-disk layout of a generated data set.
 
-    OUT/manifest.json          scenario, versions, label spaces, per-cell counts
+    OUT/manifest.json          scenario, versions, label spaces, per-cell counts, and the
+                               sha256 of every file below ("files") and of itself
     OUT/clean.safetensors      the clean images and labels, and the split
     OUT/shards/VICTIM__ATTACK__SPLIT.safetensors   one finished job each
 
-Files are written to a temporary name and renamed, so an interrupted run
-leaves only finished shards behind, and the manifest never names a shard
-that is not complete.
+Every file goes through :mod:`attribkit.storage`: written atomically, its hash
+recorded in the manifest, checked when it is read back. The manifest never
+names a shard that is not complete.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
+from .. import storage
 from ..errors import DataError
 
 MANIFEST = "manifest.json"
@@ -27,66 +25,96 @@ SHARDS = "shards"
 FORMAT = "attribkit-data/1"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def shard_file(shard: str) -> str:
+    """A shard's path relative to the data set folder, as "files" records it."""
+    return f"{SHARDS}/{shard}"
 
 
-def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # one metadata key: safetensors writes several in hash order, which would
-    # make identical data produce different bytes from run to run
-    header = {"attribkit": json.dumps(metadata, sort_keys=True)} if metadata else None
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
-    os.replace(tmp, path)
+def data_files(manifest: dict) -> list[str]:
+    """Every file the data set consists of, besides the manifest."""
+    return [CLEAN] + [shard_file(name) for name in sorted(manifest["shards"])]
 
 
-def read_versioned_json(folder: Path, name: str, fmt: str, what: str, error=DataError) -> dict:
-    """FOLDER/NAME as JSON whose "format" must be FMT; every failure is one clear line."""
-    path = Path(folder) / name
-    if not path.exists():
-        raise error(f"{str(folder)!r} is not {what} (no {name})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{str(path)!r} is corrupt: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise error(f"{str(path)!r} has format {found!r}, expected {fmt!r}")
-    return data
+def write_manifest(out: Path, manifest: dict) -> None:
+    storage.write_json_record(Path(out) / MANIFEST, manifest)
 
 
-def read_manifest(out: Path) -> dict:
-    return read_versioned_json(out, MANIFEST, FORMAT, "an attribkit data set")
+def save_file(out: Path, manifest: dict, name: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Write one data file and record its hash in the manifest (written by the caller)."""
+    record = storage.save_tensors(Path(out) / name, tensors, metadata)
+    manifest.setdefault(storage.FILES, {})[name] = record.to_json()
 
 
-def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        return load_file(str(path)), json.loads(header.get("attribkit", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from None
+_REQUIRED = {"scenario": dict, "fingerprint": str, "label_spaces": dict, "shards": dict, "versions": dict,
+             "victims": dict, "status": str}
+_LABEL_SPACES = {"attack": list, "victim": list, "hyperparameters": dict, "attack_info": dict}
+_SHARD = {"victim": str, "attack": str, "split": str, "examples": int, "cells": list}
 
 
-def load_split(out: str | Path, split: str) -> dict[str, torch.Tensor]:
-    """All finished examples of one split ("train" or "test"), every shard
-    concatenated; hyperparameter columns an attack lacks are NaN."""
+def _check_shape(manifest: dict, path: Path) -> None:
+    """A manifest with a missing or wrong-typed key is one clear error, not a KeyError later."""
+    def need(table: dict, keys: dict, where: str) -> None:
+        for key, kind in keys.items():
+            if not isinstance(table.get(key), kind):
+                found = "missing" if key not in table else f"a {type(table[key]).__name__}"
+                raise DataError(f"{str(path)!r}: {where}{key!r} is {found}, expected a {kind.__name__}")
+
+    need(manifest, _REQUIRED, "")
+    need(manifest["label_spaces"], _LABEL_SPACES, "label_spaces.")
+    for name, shard in manifest["shards"].items():
+        if not isinstance(shard, dict):
+            raise DataError(f"{str(path)!r}: shards[{name!r}] is not an object")
+        need(shard, _SHARD, f"shards[{name!r}].")
+
+
+def read_manifest(out: str | Path, verify: bool = True) -> dict:
+    """The data set's manifest, its own hash checked (``verify``); a data set
+    written before hashes were recorded loads with a notice."""
     out = Path(out)
-    manifest = read_manifest(out)
+    record = storage.read_json_record(out / MANIFEST, FORMAT, "an attribkit data set", DataError, verify)
+    manifest = record.data
+    _check_shape(manifest, out / MANIFEST)
+    if verify:
+        unrecorded = [n for n in data_files(manifest) if storage.recorded_file(manifest, n, str(out / MANIFEST)) is None]
+        if not record.hashed or unrecorded:
+            storage.notice(f"data set {str(out)!r} has {len(unrecorded)} file(s) without a recorded sha256 (written by "
+                           f"an older attribkit), which cannot be verified; `attribkit verify --record {out}` records them")
+    return manifest
+
+
+def read_data_file(out: Path, manifest: dict, name: str, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """One of the data set's safetensors files, checked against its recorded hash (``verify``)."""
+    expected = storage.recorded_file(manifest, name, str(Path(out) / MANIFEST)) if verify else None
+    return storage.read_tensors(Path(out) / name, expected)
+
+
+def load_split(out: str | Path, split: str, verify: bool = True) -> dict[str, torch.Tensor]:
+    """All finished examples of one split ("train" or "test"), every shard
+    concatenated; hyperparameter columns an attack lacks are NaN. With
+    ``verify`` every file read must match its recorded hash."""
+    return load_split_with_manifest(out, split, verify)[1]
+
+
+def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    out = Path(out)
+    manifest = read_manifest(out, verify)
     hp_names = list(manifest["label_spaces"]["hyperparameters"])
     parts = []
     for name, shard in sorted(manifest["shards"].items()):
         if shard["split"] != split:
             continue
-        tensors, _ = read_tensors(out / SHARDS / name)
+        tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
+        if "images" not in tensors:
+            raise DataError(f"{str(out / shard_file(name))!r} has no 'images' tensor")
         n = len(tensors["images"])
         for hp in hp_names:
             tensors.setdefault(f"hp_{hp}", torch.full((n,), float("nan")))
         tensors.setdefault("target", torch.full((n,), -1, dtype=torch.long))  # absent from data sets made before targeted attacks; -1 = untargeted
-        parts.append(tensors)
+        parts.append((name, tensors))
     if not parts:
         raise DataError(f"{str(out)!r} has no finished {split} shards")
-    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    keys = set(parts[0][1])
+    for name, part in parts:
+        if set(part) != keys:
+            raise DataError(f"{str(out / shard_file(name))!r} has other columns than the data set's other shards")
+    return manifest, {key: torch.cat([part[key] for _, part in parts]) for key in parts[0][1]}

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..errors import AttribkitError
+from ..storage import sha256_file
 from ..specs import Dataset
 from ..victims.model import Victim
 from ..victims.store import VictimRecord, build_network, load_victim, load_weights, victim_path, wrap
 from .scenario import VictimRef
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset) -> tuple[Victim, VictimRecord, str]:
-    """Returns the frozen victim, its record, and the sha256 of its weights."""
+def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset,
+                   verify: bool = True) -> tuple[Victim, VictimRecord, str]:
+    """Returns the frozen victim, its record, and the sha256 of its weights
+    (a zoo victim's weights are checked against its record with ``verify``)."""
     if ref.timm:
         channels = dataset.images.shape[1]
         record = VictimRecord(
@@ -36,7 +30,7 @@ def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset) -> tuple[V
         load_weights(victim, weights, ref.name)
         victim.freeze()
     else:
-        victim, record = load_victim(zoo, ref.name)
+        victim, record = load_victim(zoo, ref.name, verify)
         weights = victim_path(zoo, ref.name)
         if record.num_classes != dataset.num_classes or record.in_chans != dataset.images.shape[1] \
                 or record.image_size != dataset.images.shape[-1]:
@@ -44,4 +38,4 @@ def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset) -> tuple[V
                 f"victim {ref.name!r} was trained on {record.dataset} ({record.in_chans}×{record.image_size}px, "
                 f"{record.num_classes} classes), not on {dataset.name} ({dataset.images.shape[1]}×"
                 f"{dataset.images.shape[-1]}px, {dataset.num_classes} classes)")
-    return victim, record, file_sha256(weights)
+    return victim, record, sha256_file(weights)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from ..generate.store import CLEAN, load_split, read_manifest, read_tensors
+from ..generate.store import CLEAN, load_split_with_manifest, read_data_file
 
 
 @dataclass
@@ -33,20 +33,23 @@ class AttributionData:
         return {k: v[idx] for k, v in self.labels.items()}
 
 
-def load_attribution_data(path: str | Path, split: str) -> AttributionData:
+def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> AttributionData:
+    """One split of a data set; with ``verify`` every file read must match its recorded hash."""
     path = Path(path)
-    manifest = read_manifest(path)
-    data = load_split(path, split)
+    manifest, data = load_split_with_manifest(path, split, verify)
     if len(data["images"]) == 0:
         raise DataError(f"{str(path)!r} has no {split} examples")
-    clean, _ = read_tensors(path / CLEAN)
+    clean, _ = read_data_file(path, manifest, CLEAN, verify)
+    index = data["clean_index"].long()
+    if "images" not in clean or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(clean["images"])):
+        raise DataError(f"{str(path / CLEAN)!r} does not hold the clean images the shards point to")
     hp_names = list(manifest["label_spaces"]["hyperparameters"])
     labels = {
         "attack": data["attack"].long(), "victim": data["victim"].long(),
         "hp": torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
         "target": data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
     }
-    return AttributionData(data["images"], clean["images"][data["clean_index"]], labels,
+    return AttributionData(data["images"], clean["images"][index], labels,
                            manifest["label_spaces"], manifest["fingerprint"])
 
 

@@ -1,44 +1,92 @@
 """The run folder: everything needed to reproduce a model and to attribute with it.
 
     RUN/run.json             format, resolved train config, data fingerprint, label spaces,
-                             target statistics, input shape, library versions
+                             target statistics, input shape, library versions, and the
+                             sha256 of every file below ("files") and of itself
     RUN/weights.safetensors  every member's network and loss weights
     RUN/metrics.json|.csv    per-epoch loss and test metrics
+
+A run is written into a hidden sibling folder and renamed into place when
+complete, so RUN either holds a whole run or does not exist: a training
+killed at any moment leaves nothing that a re-run trips on.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
-from .. import plugins
+from .. import plugins, storage
 from ..errors import AttribkitError
-from ..generate.store import read_versioned_json, save_tensors_atomic, write_json_atomic
 from .config import TrainConfig
 from .models import Member, build_members
 
 RUN_FILE = "run.json"
 WEIGHTS = "weights.safetensors"
+METRICS_JSON = "metrics.json"
+METRICS_CSV = "metrics.csv"
 FORMAT = "attribkit-run/1"
 
 
-def save_run(out: Path, meta: dict, members: dict[str, Member]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def save_run(out: Path, meta: dict, members: dict[str, Member], history: list[dict]) -> None:
+    out = Path(out)
+    staging = staging_folder(out)
+    if staging.exists():
+        storage.notice(f"removing {str(staging)!r}, left by a run that was killed while saving")
+        shutil.rmtree(staging)
     tensors = {}
     for name, m in members.items():
         tensors.update({f"{name}/net.{k}": v for k, v in m.net.state_dict().items()})
         tensors.update({f"{name}/loss.{k}": v for k, v in m.weighting.state_dict().items()})
-    save_tensors_atomic(out / WEIGHTS, {k: v.detach().clone() for k, v in tensors.items()})
-    write_json_atomic(out / RUN_FILE, {"format": FORMAT, **meta})
+    files = {
+        WEIGHTS: storage.save_tensors(staging / WEIGHTS, {k: v.detach().clone() for k, v in tensors.items()}),
+        METRICS_JSON: storage.write_json(staging / METRICS_JSON, {"epochs": history}),
+        METRICS_CSV: storage.write_text(staging / METRICS_CSV, _csv(history)),
+    }
+    storage.write_json_record(staging / RUN_FILE, {"format": FORMAT, **meta,
+                                                   storage.FILES: {k: v.to_json() for k, v in files.items()}})
+    try:
+        os.replace(staging, out)  # out is absent or an empty folder: the train command checked
+    except OSError as exc:
+        raise AttribkitError(f"cannot move the finished run into {str(out)!r}: {exc.strerror}; it is in "
+                             f"{str(staging)!r}") from None
 
 
-def read_run_meta(run: str | Path) -> dict:
+def _csv(history: list[dict]) -> str:
+    columns = sorted({k for row in history for k in row}, key=lambda k: (k not in ("member", "epoch"), k))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
+
+
+_REQUIRED = {"config": dict, "label_spaces": dict, "target_stats": dict, "columns": list, "input": dict}
+
+
+def read_run_meta(run: str | Path, verify: bool = True) -> dict:
+    """run.json, its own hash checked (``verify``); a run written before hashes
+    were recorded loads with a notice."""
     if not Path(run).is_dir():
         raise AttribkitError(f"run folder {str(run)!r} does not exist")
-    return read_versioned_json(run, RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError)
+    found = storage.read_json_record(Path(run) / RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError, verify)
+    meta = found.data
+    for key, kind in _REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            what = "missing" if key not in meta else f"a {type(meta[key]).__name__}"
+            raise AttribkitError(f"{str(Path(run) / RUN_FILE)!r}: {key!r} is {what}, expected a {kind.__name__}")
+    if verify and storage.recorded_file(meta, WEIGHTS, str(Path(run) / RUN_FILE)) is None:
+        storage.notice(f"run {str(run)!r} has no recorded sha256 for its files (written by an older attribkit) "
+                       f"and cannot be verified; `attribkit verify --record {run}` records them")
+    return meta
 
 
 def _installed_heads(run: Path, trained: dict[str, str]) -> list[str]:
@@ -50,10 +98,11 @@ def _installed_heads(run: Path, trained: dict[str, str]) -> list[str]:
     return list(trained)
 
 
-def load_run(run: str | Path) -> tuple[dict, dict[str, Member]]:
-    """Rebuild a trained model from its run folder, ready to predict."""
+def load_run(run: str | Path, verify: bool = True) -> tuple[dict, dict[str, Member]]:
+    """Rebuild a trained model from its run folder, ready to predict; with
+    ``verify`` its files must match their recorded hashes."""
     run = Path(run)
-    meta = read_run_meta(run)
+    meta = read_run_meta(run, verify)
     try:
         config = TrainConfig.from_dict(meta["config"])
         if meta.get("heads"):  # exactly the trained heads, whatever else is installed now
@@ -64,10 +113,8 @@ def load_run(run: str | Path) -> tuple[dict, dict[str, Member]]:
         raise AttribkitError(f"{str(run / RUN_FILE)!r} lacks {exc.args[0]!r}") from None
     if not (run / WEIGHTS).exists():
         raise AttribkitError(f"run folder {str(run)!r} has no {WEIGHTS}")
-    try:
-        state = load_file(str(run / WEIGHTS))
-    except (SafetensorError, OSError) as exc:
-        raise AttribkitError(f"cannot read {str(run / WEIGHTS)!r}: {exc}") from None
+    expected = storage.recorded_file(meta, WEIGHTS, str(run / RUN_FILE)) if verify else None
+    state, _ = storage.read_tensors(run / WEIGHTS, expected, error=AttribkitError)
     for name, m in members.items():
         for part, module in (("net", m.net), ("loss", m.weighting)):
             prefix = f"{name}/{part}."

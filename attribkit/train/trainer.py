@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Callable
 import torch
 
 from ..errors import AttribkitError
-from ..generate.store import write_json_atomic
 from ..model.combination import combinations_of
 from ..versions import library_versions
 from .config import TrainConfig
@@ -25,12 +23,15 @@ StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, lo
 
 
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step: StepCallback | None = None,
-          on_epoch: EpochCallback | None = None) -> dict:
+          on_epoch: EpochCallback | None = None, verify: bool = True) -> dict:
+    """Train, then write the run folder ``out`` in one step at the end (see
+    :mod:`attribkit.train.run`). ``verify=False`` reads the data set without
+    checking its files against their recorded hashes."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
-    train_data = load_attribution_data(data_dir, "train")
-    test_data = load_attribution_data(data_dir, "test")
+    train_data = load_attribution_data(data_dir, "train", verify)
+    test_data = load_attribution_data(data_dir, "test", verify)
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
     combos = combinations_of(train_data.labels, config.label_values) if config.model == "single-label" else None
@@ -55,8 +56,7 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     final.pop("_signatures")
     meta["final_test_metrics"] = final
     meta["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
-    save_run(out, meta, members)
-    _write_history(out, history)
+    save_run(out, meta, members, history)
     return meta
 
 
@@ -103,12 +103,3 @@ def _fit(name: str, member: Member, train_data: AttributionData, test_data: Attr
         if on_epoch:
             on_epoch(name, epoch, config.epochs, row)
     return history
-
-
-def _write_history(out: Path, history: list[dict]) -> None:
-    write_json_atomic(out / "metrics.json", {"epochs": history})
-    columns = sorted({k for row in history for k in row}, key=lambda k: (k not in ("member", "epoch"), k))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)

@@ -1,19 +1,20 @@
-"""A victim on disk: ``NAME.safetensors`` (weights) + ``NAME.json`` (how to rebuild it)."""
+"""A victim on disk: ``NAME.safetensors`` (weights) + ``NAME.json`` (how to
+rebuild it, the sha256 of the weights and of itself). A victim is in the zoo
+once its JSON record exists: the weights are written first, so a run killed
+in between leaves nothing that counts as a victim."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from .. import plugins
+from .. import plugins, storage
 from ..errors import AttribkitError
 from .model import Victim
 
+FORMAT = "attribkit-victim/1"
 
 @dataclass
 class VictimRecord:
@@ -39,6 +40,10 @@ def victim_path(zoo: str | Path, name: str) -> Path:
     return Path(zoo) / f"{name}.safetensors"
 
 
+def record_path(zoo: str | Path, name: str) -> Path:
+    return Path(zoo) / f"{name}.json"
+
+
 def build_network(record: VictimRecord) -> torch.nn.Module:
     if record.architecture:
         spec = plugins.get("victims", record.architecture)
@@ -57,21 +62,15 @@ def wrap(record: VictimRecord, net: torch.nn.Module) -> Victim:
 
 
 def save_victim(zoo: str | Path, record: VictimRecord, victim: Victim) -> Path:
-    zoo = Path(zoo)
-    zoo.mkdir(parents=True, exist_ok=True)
     weights = victim_path(zoo, record.name)
-    tmp = weights.with_suffix(".safetensors.tmp")
-    save_file({k: v.contiguous() for k, v in victim.net.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
-    weights.with_suffix(".json").write_text(json.dumps(asdict(record), indent=2) + "\n")
+    written = storage.save_tensors(weights, {k: v.contiguous() for k, v in victim.net.state_dict().items()})
+    storage.write_json_record(record_path(zoo, record.name),
+                              {"format": FORMAT, **asdict(record), storage.FILES: {weights.name: written.to_json()}})
     return weights
 
 
-def load_weights(victim: Victim, path: Path, name: str) -> None:
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise AttribkitError(f"victim {name!r}: cannot read weights {str(path)!r}: {exc}") from None
+def load_weights(victim: Victim, path: Path, name: str, expected: storage.FileRecord | None = None) -> None:
+    state, _ = storage.read_tensors(path, expected, error=AttribkitError)
     try:
         missing, unexpected = victim.net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch: another width or architecture
@@ -82,22 +81,41 @@ def load_weights(victim: Victim, path: Path, name: str) -> None:
         raise AttribkitError(f"victim {name!r}: weights in {str(path)!r} do not match its architecture ({detail})")
 
 
-def read_record(zoo: str | Path, name: str) -> VictimRecord:
-    meta = Path(zoo) / f"{name}.json"
+def _read(zoo: str | Path, name: str, verify: bool) -> storage.Record:
+    meta = record_path(zoo, name)
     if not meta.exists():
         known = sorted(p.stem for p in Path(zoo).glob("*.json")) if Path(zoo).is_dir() else []
         hint = f" (the zoo has: {', '.join(known)})" if known else " (run `attribkit victims train` first)"
         raise AttribkitError(f"victim {name!r} is not in zoo {str(zoo)!r}{hint}")
+    return storage.read_json_record(meta, FORMAT, "a victim record", AttribkitError, verify, unversioned_ok=True)
+
+
+def _as_victim_record(data: dict, meta: Path) -> VictimRecord:
+    known = {f.name for f in fields(VictimRecord)}
+    body = {k: v for k, v in data.items() if k in known}
+    unknown = sorted(set(data) - known - {"format", storage.FILES, storage.CONTENT_HASH})
     try:
-        data = json.loads(meta.read_text())
-        return VictimRecord(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise AttribkitError(f"victim {name!r}: metadata {str(meta)!r} is corrupt: {exc}") from None
+        if unknown:
+            raise TypeError(f"unknown key {unknown[0]!r}")
+        return VictimRecord(**body)
+    except TypeError as exc:
+        raise AttribkitError(f"victim metadata {str(meta)!r} is corrupt: {exc}") from None
 
 
-def load_victim(zoo: str | Path, name: str) -> tuple[Victim, VictimRecord]:
-    """Rebuild a zoo victim, frozen and ready to attack."""
-    record = read_record(zoo, name)
+def read_record(zoo: str | Path, name: str, verify: bool = True) -> VictimRecord:
+    return _as_victim_record(_read(zoo, name, verify).data, record_path(zoo, name))
+
+
+def load_victim(zoo: str | Path, name: str, verify: bool = True) -> tuple[Victim, VictimRecord]:
+    """Rebuild a zoo victim, frozen and ready to attack; with ``verify`` its
+    record and weights must match their recorded hashes."""
+    found = _read(zoo, name, verify)
+    record = _as_victim_record(found.data, record_path(zoo, name))
+    weights = victim_path(zoo, name)
+    expected = storage.recorded_file(found.data, weights.name, str(record_path(zoo, name))) if verify else None
+    if verify and expected is None:
+        storage.notice(f"victim {name!r} in zoo {str(zoo)!r} has no recorded sha256 (written by an older attribkit) "
+                       f"and cannot be verified; `attribkit verify --record {zoo}` records it")
     victim = wrap(record, build_network(record))
-    load_weights(victim, victim_path(zoo, name), name)
+    load_weights(victim, weights, name, expected)
     return victim.freeze(), record

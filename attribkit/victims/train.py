@@ -9,13 +9,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import plugins
+from .. import plugins, storage
 from ..data import split_dataset
 from ..errors import AttribkitError
 from ..specs import Dataset
 from ..versions import library_versions
 from .model import Victim
-from .store import VictimRecord, read_record, save_victim, victim_path, wrap
+from .store import FORMAT, VictimRecord, read_record, record_path, save_victim, victim_path, wrap
 
 
 def make_record(architecture: str, dataset: Dataset, width: float | None, name: str | None = None) -> VictimRecord:
@@ -94,6 +94,26 @@ def train_victim(
 StepCallback = Callable[[int, int, float], None]
 
 
+def _intact(zoo, name: str) -> bool:
+    """Whether the zoo holds this victim, undamaged; a damaged one is trained again, and we say so."""
+    if not record_path(zoo, name).exists():  # the record is written after the weights: no record, no victim
+        return False
+    try:
+        found = storage.read_json_record(record_path(zoo, name), FORMAT, "a victim record", AttribkitError,
+                                         unversioned_ok=True)
+        weights = victim_path(zoo, name)
+        check = storage.check_file(weights.parent, weights.name,
+                                   storage.recorded_file(found.data, weights.name, str(record_path(zoo, name))))
+    except AttribkitError as exc:
+        storage.notice(f"{exc}; training victim {name!r} again")
+        return False
+    if check.state in ("ok", "unrecorded"):  # unrecorded: an older zoo, kept as it is
+        return True
+    storage.notice(f"{str(weights)!r} {'is missing' if check.state == 'missing' else 'does not match its recorded sha256'}; "
+                   f"training victim {name!r} again")
+    return False
+
+
 def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = None, epochs: int = 8, seed: int = 0,
               force: bool = False, on_start: Callable[[str], StepCallback | None] | None = None,
               on_done: Callable[[VictimRecord, bool], None] | None = None) -> list[VictimRecord]:
@@ -105,7 +125,7 @@ def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = Non
     records = []
     for arch in architectures:
         record = make_record(arch, dataset, width)
-        trained = force or not victim_path(zoo, record.name).exists()
+        trained = force or not _intact(zoo, record.name)
         if trained:
             model, record = train_victim(record, dataset, epochs=epochs, seed=seed,
                                          on_step=on_start(arch) if on_start else None)

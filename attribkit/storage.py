@@ -1,0 +1,285 @@
+"""Every file attribkit writes, and every file of ours it reads back.
+
+Writes go to a unique temporary name in the target's folder, are fsync'd,
+renamed over the target and the folder is fsync'd: a reader (or a run killed
+half-way) sees the old file or the new one, never part of one, and two
+writers never share a temporary file.
+
+Each write returns a :class:`FileRecord` (sha256 and size of exactly the
+bytes written). A folder's JSON record — ``manifest.json`` of a data set,
+``run.json`` of a run, ``NAME.json`` of a zoo victim — keeps those under
+``"files"`` and a hash of its own content under ``"content_sha256"``, so a
+flipped bit, a truncated copy or a hand edit is found when the folder is
+read. These hashes detect rot and accidents, not tampering: whoever can
+change a file can change its record too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import AttribkitError, DataError
+
+CONTENT_HASH = "content_sha256"
+FILES = "files"
+METADATA_KEY = "attribkit"  # the one safetensors metadata entry we write
+FAILPOINT_ENV = "ATTRIBKIT_FAILPOINT"  # "N:before-rename" or "N:after-rename": SIGKILL at the N-th write (tests)
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class IntegrityError(AttribkitError):
+    """A file does not match the hash recorded for it."""
+
+
+class IntegrityNotice(UserWarning):
+    """Something could not be verified (a folder written before hashes were recorded)."""
+
+
+def notice(message: str) -> None:
+    warnings.warn(message, IntegrityNotice, stacklevel=2)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {"sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(cls, data, where: str) -> "FileRecord":
+        if not (isinstance(data, dict) and isinstance(data.get("sha256"), str) and isinstance(data.get("bytes"), int)):
+            raise DataError(f"{where}: malformed file record {data!r}")
+        return cls(data["sha256"], data["bytes"])
+
+    @classmethod
+    def of(cls, data: bytes) -> "FileRecord":
+        return cls(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_of_file(path: str | Path) -> FileRecord:
+    return FileRecord(sha256_file(path), Path(path).stat().st_size)
+
+
+# --- writing -------------------------------------------------------------
+
+_writes = 0
+
+
+def _failpoint(phase: str) -> None:
+    """Crash-test hook: kill this process (SIGKILL, no clean-up) at the N-th write."""
+    spec = os.environ.get(FAILPOINT_ENV)
+    if not spec:
+        return
+    count, _, where = spec.partition(":")
+    if where == phase and _writes == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> FileRecord:
+    """Atomically replace ``path`` with ``data``; returns the record of what was written."""
+    global _writes
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _writes += 1
+        _failpoint("before-rename")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    _failpoint("after-rename")
+    return FileRecord.of(data)
+
+
+def write_text(path: str | Path, text: str) -> FileRecord:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, data) -> FileRecord:
+    return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> FileRecord:
+    from safetensors.torch import save
+
+    # one metadata key: safetensors writes several in hash order, which would
+    # make identical data produce different bytes from run to run
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
+    return write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=header))
+
+
+# --- reading -------------------------------------------------------------
+
+def read_bytes(path: str | Path, expected: FileRecord | None = None, error=DataError) -> bytes:
+    """The file's bytes; with ``expected``, refuse them unless they match it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{str(path)!r} is missing") from None
+    except OSError as exc:
+        raise error(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if expected is not None:
+        found = FileRecord.of(data)
+        if found != expected:
+            raise IntegrityError(f"{str(path)!r} does not match its recorded sha256 ({_differs(expected, found)}); "
+                                 f"the file was changed or is corrupt")
+    return data
+
+
+def _differs(expected: FileRecord, found: FileRecord) -> str:
+    if expected.bytes != found.bytes:
+        return f"{found.bytes} bytes, recorded {expected.bytes}"
+    return f"sha256 {found.sha256[:12]}…, recorded {expected.sha256[:12]}…"
+
+
+def tensors_from_bytes(data: bytes, source: str, error=DataError) -> tuple[dict[str, torch.Tensor], dict]:
+    """Parse safetensors bytes; anything malformed is one clear error naming ``source``."""
+    from safetensors.torch import load
+
+    if len(data) < 8:
+        raise error(f"{source!r} is not a safetensors file ({len(data)} bytes)")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise error(f"{source!r} is not a valid safetensors file (its header claims {size} bytes; "
+                    f"the file has {len(data) - 8} after the length)")
+    try:
+        header = json.loads(data[8:8 + size])
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        meta = header.get("__metadata__") or {}
+        extra = json.loads(meta.get(METADATA_KEY, "{}")) if isinstance(meta, dict) else {}
+        tensors = load(data)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # safetensors' Rust panics are BaseExceptions
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"{source!r} is not a valid safetensors file ({detail})") from None
+    return tensors, (extra if isinstance(extra, dict) else {})
+
+
+def read_tensors(path: str | Path, expected: FileRecord | None = None,
+                 error=DataError) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and attribkit metadata of a safetensors file, verified against ``expected`` if given."""
+    return tensors_from_bytes(read_bytes(path, expected, error), str(path), error)
+
+
+# --- JSON records with a hash of their own content --------------------------
+
+def content_hash(data: dict) -> str:
+    body = {k: v for k, v in data.items() if k != CONTENT_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_json_record(path: str | Path, data: dict) -> FileRecord:
+    """Write a JSON record carrying the hash of its own content."""
+    return write_json(path, {**{k: v for k, v in data.items() if k != CONTENT_HASH}, CONTENT_HASH: content_hash(data)})
+
+
+@dataclass
+class Record:
+    """A JSON record as read: its content, and whether it could be verified."""
+
+    data: dict
+    hashed: bool  # False: written before attribkit recorded hashes
+
+
+def read_json_record(path: str | Path, fmt: str, what: str, error=DataError, verify: bool = True,
+                     unversioned_ok: bool = False) -> Record:
+    """PATH as a JSON object whose "format" is FMT (or absent, for records
+    older than formats, with ``unversioned_ok``); with ``verify``, its own
+    content hash must match. Every failure is one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{str(path.parent)!r} is not {what} (no {path.name})")
+    data = read_bytes(path, error=error)
+    try:
+        parsed = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{str(path)!r} is corrupt: {exc}") from None
+    if isinstance(parsed, dict) and unversioned_ok and "format" not in parsed:
+        return Record(parsed, False)
+    if not isinstance(parsed, dict) or parsed.get("format") != fmt:
+        found = parsed.get("format") if isinstance(parsed, dict) else type(parsed).__name__
+        raise error(f"{str(path)!r} has format {found!r}, expected {fmt!r}")
+    recorded = parsed.get(CONTENT_HASH)
+    if verify and recorded is not None and recorded != content_hash(parsed):
+        raise IntegrityError(f"{str(path)!r} does not match its recorded content hash; it was edited or is corrupt")
+    return Record(parsed, recorded is not None)
+
+
+def recorded_file(record: dict, name: str, where: str) -> FileRecord | None:
+    """The record of file NAME in a folder record's "files", or None if it has none."""
+    files = record.get(FILES)
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise DataError(f"{where}: 'files' must be an object")
+    return FileRecord.from_json(files[name], f"{where}: files[{name!r}]") if name in files else None
+
+
+# --- checking a folder ---------------------------------------------------
+
+@dataclass(frozen=True)
+class FileCheck:
+    name: str  # relative to the folder
+    state: str  # "ok" | "changed" | "missing" | "unrecorded"
+    detail: str = ""
+
+
+def check_file(folder: Path, name: str, expected: FileRecord | None) -> FileCheck:
+    path = folder / name
+    if not path.is_file():
+        return FileCheck(name, "missing", "recorded but not on disk" if expected else "not on disk")
+    if expected is None:
+        return FileCheck(name, "unrecorded", "no recorded sha256")
+    found = record_of_file(path)
+    if found != expected:
+        return FileCheck(name, "changed", _differs(expected, found))
+    return FileCheck(name, "ok")
+
+
+def leftover_temporaries(folder: Path) -> list[str]:
+    """Temporary files of writes that never finished (a killed run): safe to delete."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp") if p.is_file())
