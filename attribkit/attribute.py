@@ -29,15 +29,43 @@ class Item:
     conversion: str | None = None
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO")  # what the bytes must be, whatever the name says (MPO: a camera's JPEG)
+
+
+def _size_error(source: str, w: int, h: int, size: int) -> AttribkitError:
+    return AttribkitError(f"{source}: is {w}×{h} px but the model reads {size}×{size}; resizing would "
+                          f"destroy the perturbation, so it was rejected")
+
+
 def _from_pil(path: Path, channels: int, size: int) -> Item:
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            pic = im.copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise AttribkitError(f"cannot decode image {str(path)!r}: {exc}") from None
+        with warnings.catch_warnings():
+            # PIL warns above Image.MAX_IMAGE_PIXELS (and refuses at twice that, below); the size is checked
+            # here from the header, before anything is decoded, so a big image costs nothing
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format not in IMAGE_FORMATS:
+                    raise AttribkitError(f"{str(path)!r} is a {im.format} image; attribkit reads PNG and JPEG")
+                if im.size != (size, size):
+                    raise _size_error(str(path), *im.size, size)
+                if im.format == "PNG" and any("16" in str(tile[3]) for tile in im.tile):
+                    # PIL would silently keep only the high byte of a 16-bit colour PNG
+                    raise AttribkitError(f"{str(path)!r} is a 16-bit PNG; attribkit reads 8-bit images, and "
+                                         f"dropping the low byte would change the perturbation")
+                im.load()
+                pic = im.copy()
+    except AttribkitError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise AttribkitError(f"{str(path)!r} is too large to decode safely ({exc}); the model reads "
+                             f"{size}×{size} px") from None
+    except Exception as exc:  # a damaged file: OSError, but also SyntaxError, ValueError, zlib and struct errors
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AttribkitError(f"cannot decode image {str(path)!r}: {detail}") from None
     notes = []
     if pic.mode == "P":
         pic = pic.convert("RGBA" if "transparency" in pic.info else "RGB")
@@ -50,8 +78,10 @@ def _from_pil(path: Path, channels: int, size: int) -> Item:
         notes.append("dropped an opaque alpha channel")
     if pic.mode == "1":
         pic = pic.convert("L")
+        notes.append("1-bit → 8-bit grey (lossless)")
     if pic.mode not in ("L", "RGB"):
-        raise AttribkitError(f"{path}: unsupported image mode {pic.mode!r}")
+        raise AttribkitError(f"{path}: unsupported image mode {pic.mode!r} (attribkit reads 8-bit grey or RGB, "
+                             f"palette, 1-bit, and opaque alpha)")
     arr = np.asarray(pic, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
     return _fit(Item(str(path), tensor, "; ".join(notes) or None), channels, size)
@@ -60,8 +90,7 @@ def _from_pil(path: Path, channels: int, size: int) -> Item:
 def _fit(item: Item, channels: int, size: int) -> Item:
     c, h, w = item.image.shape
     if (h, w) != (size, size):
-        raise AttribkitError(f"{item.source}: is {w}×{h} px but the model reads {size}×{size}; resizing would "
-                             f"destroy the perturbation, so it was rejected")
+        raise _size_error(item.source, w, h, size)
     notes = [item.conversion] if item.conversion else []
     if c != channels:
         if channels == 1 and c == 3 and torch.equal(item.image[0], item.image[1]) and torch.equal(item.image[1], item.image[2]):
@@ -86,6 +115,11 @@ def _from_safetensors(path: Path, channels: int, size: int) -> list[Item]:
     images = tensors["images"]
     if images.ndim != 4:
         raise AttribkitError(f"{str(path)!r}: 'images' must be (N, C, H, W), got {tuple(images.shape)}")
+    if images.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8):
+        raise AttribkitError(f"{str(path)!r}: 'images' has dtype {str(images.dtype).removeprefix('torch.')}; "
+                             f"expected float in [0, 1] or uint8")
+    if images.numel() == 0:
+        raise AttribkitError(f"{str(path)!r}: 'images' is empty (shape {tuple(images.shape)})")
     if images.dtype == torch.uint8:
         images = images.float() / 255
     images = images.float()

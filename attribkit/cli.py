@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, plugins
@@ -29,8 +30,13 @@ class Group(click.Group):
                 warnings.showwarning = _show_notice(warnings.showwarning)
                 return super().invoke(ctx)
         except AttribkitError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
+        except click.UsageError as exc:  # a bad option or argument: one line too, not click's usage block
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            err_console.print(f"[red]error:[/red] {escape(exc.format_message())}{hint}", highlight=False,
+                              soft_wrap=True)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished work is kept; run the same command to resume")
             sys.exit(130)
@@ -56,7 +62,8 @@ def _echo_json(data) -> None:
 
 def _warn_plugin_errors() -> None:
     for line in plugins.registry().errors():
-        err_console.print(f"[yellow]warning:[/yellow] {line} (see `attribkit plugins`)", highlight=False)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(line)} (see `attribkit plugins`)", highlight=False,
+                          soft_wrap=True)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,8 +158,8 @@ def victims_cmd():
               help="Zoo folder: NAME.safetensors + NAME.json per victim.")
 @click.option("--arch", "archs", multiple=True, help="Victim architecture (repeatable). Default: all registered.")
 @click.option("--width", type=float, default=None, help="Width multiplier (default: the architecture's, 0.25).")
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 64 - 1), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Retrain victims already in the zoo.")
 @click.option("--json", "as_json", is_flag=True, help="Print the victims' metadata as JSON.")
 def victims_train(dataset, zoo, archs, width, epochs, seed, force, as_json):
@@ -282,9 +289,9 @@ def _print_summary(summary: dict, out: str) -> None:
               help="MTAA, one network per signature, or one class per attack×victim×value combination.")
 @click.option("--backbone", default="resnet18", show_default=True, help="See `attribkit list backbones`.")
 @click.option("--width", type=float, default=0.25, show_default=True, help="Backbone width (1.0 = paper's, slow on CPU).")
-@click.option("--epochs", type=int, default=24, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--input-scale", type=int, default=2, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--input-scale", type=click.IntRange(min=1), default=2, show_default=True,
               help="Nearest-neighbour upscale before the backbone (1 = none).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-3, show_default=True)
@@ -296,7 +303,7 @@ def _print_summary(summary: dict, out: str) -> None:
 @click.option("--no-task-specific", is_flag=True, help="Share the last stage between branches (ablation).")
 @click.option("--no-fusion", is_flag=True, help="Drop high-low feature fusion (ablation).")
 @click.option("--head", "heads", multiple=True, help="Only these head plugins (default: all that apply).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 64 - 1), default=0, show_default=True)
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, lr, weight_decay, loss, regression,
@@ -451,22 +458,32 @@ def verify_cmd(path, record, as_json):
         bad = [f for f in result.files if f.state != "ok"]
         unrecorded = all(f.state == "unrecorded" for f in bad) and not result.problems
         hint = f"; `attribkit verify --record {path}` records them" if unrecorded else ""
+        if result.problems:  # a record itself is damaged: its files could not even be listed
+            raise AttribkitError(f"{result.kind} {path!r} failed verification: {'; '.join(result.problems[:2])}")
         named = ", ".join(f"{f.name} ({f.state})" for f in bad[:3]) + (", …" if len(bad) > 3 else "")
-        raise AttribkitError(f"{result.kind} {path!r}: {len(bad) + len(result.problems)} of {len(result.files)} files "
-                             f"failed verification{': ' + named if named else ''}{hint}")
+        raise AttribkitError(f"{result.kind} {path!r}: {len(bad)} of {len(result.files)} files failed verification: "
+                             f"{named}{hint}")
 
 
 @cli.command("demo")
 @click.option("--out", default="attribkit-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's zoo and data set (reused if it exists).")
+@click.option("--scenario", default="quick", show_default=True,
+              help="Scenario TOML file or built-in name; its victims must be victim architectures.")
+@click.option("--victim-epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--victim-width", type=float, default=None, help="Victims' width (default: the architecture's, 0.25).")
+@click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True, help="MTAA training epochs.")
+@click.option("--width", type=float, default=0.25, show_default=True, help="MTAA backbone width.")
+@click.option("--input-scale", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Nearest-neighbour upscale before the backbone (1 = none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def demo_cmd(out, as_json):
+def demo_cmd(out, scenario, victim_epochs, victim_width, epochs, width, input_scale, as_json):
     """The whole pipeline on the embedded MNIST digits, no downloads.
 
     Trains the quick scenario's victims (ResNet18, VGG16, InceptionV3) into
     OUT/zoo, generates the quick adversarial data set into OUT/data, trains
     MTAA into OUT/run and evaluates it on the test split. Steps already done
-    in OUT are reused.
+    in OUT are reused. The options make a smaller demo (or a test) of it.
     """
     import shutil
     import time
@@ -480,22 +497,24 @@ def demo_cmd(out, as_json):
 
     _warn_plugin_errors()
     start = time.time()
-    sc = load_scenario("quick")
+    sc = load_scenario(scenario)
+    config = TrainConfig(epochs=epochs, width=width, input_scale=input_scale)  # bad options fail before any work
     out = Path(out)
     zoo, data, run = out / "zoo", out / "data", out / "run"
-    _train_victims(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset))
+    _train_victims(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset), width=victim_width,
+                   epochs=victim_epochs)
     with make_progress() as progress:
         generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
     if not (run / RUN_FILE).exists():
         shutil.rmtree(run, ignore_errors=True)  # an interrupted training leaves nothing worth keeping
-        _train(data, TrainConfig(), run)
+        _train(data, config, run)
     report = evaluate(run, data)
     report.pop("tables")
     report["seconds"] = round(time.time() - start, 1)
     if as_json:
         _echo_json(report)
     else:
-        _print_metrics(f"demo: MTAA on the quick scenario ({report['seconds']:.0f} s in all)",
+        _print_metrics(f"demo: MTAA on the {sc.name} scenario ({report['seconds']:.0f} s in all)",
                        {k: report.get(k) for k in ("attack_accuracy", "victim_accuracy", "hp_rmse",
                                                    "hp_rmse_per_attack", "parameters_m", "gflops")})
         err_console.print(f"report: {report['out']}/evaluation.md")

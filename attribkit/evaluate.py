@@ -15,6 +15,7 @@ import torch
 
 from . import storage
 from .errors import AttribkitError
+from .train.config import TrainConfig
 from .train.data import AttributionData, load_attribution_data
 from .train.metrics import cross_table, evaluate_members
 from .train.models import Member
@@ -58,7 +59,7 @@ def delta_mtl(model: dict, baseline: dict) -> float | None:
 def _evaluate_one(run: str, data: AttributionData, verify: bool) -> tuple[dict, dict, dict]:
     meta, members = load_run(run, verify)
     check_label_spaces(meta, data, run)
-    result = evaluate_members(members, data, meta["config"]["quantize"])
+    result = evaluate_members(members, data, TrainConfig.from_dict(meta["config"]).quantize)  # a default if absent
     sig = result.pop("_signatures")
     result["parameters_m"] = round(sum(sum(p.numel() for p in m.net.parameters()) for m in members.values()) / 1e6, 3)
     result["gflops"] = round(count_flops(members, meta["input"]["in_chans"], meta["input"]["image_size"]) / 1e9, 4)

@@ -112,6 +112,11 @@ def load_plugins() -> None:
     if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0"):
         return
     only = {n.strip() for n in os.environ.get(LOAD_ONLY_ENV, "").split(",") if n.strip()}
+    installed = {ep.name for ep in md.entry_points(group=ENTRY_POINT_GROUP)}
+    for name in sorted(only - installed):  # a typo must not pass for "loaded nothing"
+        _load_errors.append(PluginInfo(name, "entry point", errors=[
+            f"named in {LOAD_ONLY_ENV} but no installed plugin has this name "
+            f"(installed: {', '.join(sorted(installed)) or 'none'})"]))
     for ep in md.entry_points(group=ENTRY_POINT_GROUP):
         if only and ep.name not in only:
             continue

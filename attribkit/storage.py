@@ -46,8 +46,14 @@ class IntegrityNotice(UserWarning):
     """Something could not be verified (a folder written before hashes were recorded)."""
 
 
+_noticed: set[str] = set()
+
+
 def notice(message: str) -> None:
-    warnings.warn(message, IntegrityNotice, stacklevel=2)
+    """Tell the user once per process (a command reads a data set once per split)."""
+    if message not in _noticed:
+        _noticed.add(message)
+        warnings.warn(message, IntegrityNotice, stacklevel=2)
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,8 @@ def read_json_record(path: str | Path, fmt: str, what: str, error=DataError, ver
         parsed = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{str(path)!r} is corrupt: {exc}") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise error(f"{str(path)!r} is corrupt: nested too deeply") from None
     if isinstance(parsed, dict) and unversioned_ok and "format" not in parsed:
         return Record(parsed, False)
     if not isinstance(parsed, dict) or parsed.get("format") != fmt:

@@ -116,6 +116,10 @@ def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = No
     previous = _prepare_out(out, scenario, verify, accept_versions)
     dataset = load_dataset(scenario.dataset)
     split = split_dataset(dataset.labels, scenario.test_fraction, scenario.seed)
+    for name, quota in (("train", scenario.train_per_cell), ("test", scenario.test_per_cell)):
+        if quota > len(getattr(split, name)):  # each clean image serves a cell once: such a quota cannot be met
+            raise DataError(f"cells.{name} = {quota} examples per cell, but the {name} split of {dataset.name} has "
+                            f"only {len(getattr(split, name))} images (nothing was changed)")
     victims = {ref.name: resolve_victim(ref, zoo, dataset, verify) for ref in scenario.victims}
     attacks = {plan.name: plugins.get("attacks", plan.name) for plan in scenario.attacks}
 

@@ -90,21 +90,34 @@ def _typed(value, kind, where: str):
     return value
 
 
+def _finite(value, where: str) -> float:
+    value = float(_typed(value, (int, float), where))
+    if not math.isfinite(value):
+        raise ScenarioError(f"{where}: expected a finite number, got {value}")
+    return value
+
+
+MAX_GRID = 10_000  # values per hyperparameter: far beyond any useful grid, well below what exhausts memory
+
+
 def _grid(spec, where: str) -> tuple[float, ...]:
     if isinstance(spec, dict):
         _check_keys(spec, {"start", "stop", "step"}, where)
         try:
-            start, stop, step = (float(_typed(spec[k], (int, float), f"{where}.{k}")) for k in ("start", "stop", "step"))
+            start, stop, step = (_finite(spec[k], f"{where}.{k}") for k in ("start", "stop", "step"))
         except KeyError as missing:
             raise ScenarioError(f"{where}: missing {missing.args[0]!r} (need start, stop, step)") from None
         if step <= 0:
             raise ScenarioError(f"{where}: step must be positive, got {step:g}")
         if stop < start:
             raise ScenarioError(f"{where}: inverted grid, start {start:g} > stop {stop:g}")
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        span = (stop - start) / step
+        if not span < MAX_GRID:
+            raise ScenarioError(f"{where}: {{start, stop, step}} makes more than {MAX_GRID} values")
+        count = int(math.floor(span + 1e-9)) + 1
         values = tuple(round(start + i * step, 10) for i in range(count))
     elif isinstance(spec, list):
-        values = tuple(float(_typed(v, (int, float), where)) for v in spec)
+        values = tuple(_finite(v, where) for v in spec)
     else:
         raise ScenarioError(f"{where}: a grid is a list of numbers or {{start, stop, step}}, got {spec!r}")
     if not values:
@@ -143,14 +156,24 @@ def _attack(table, i: int) -> AttackPlan:
             raise ScenarioError(f"{where}.settings: unknown setting {key!r} "
                                 f"(it has: {', '.join(spec.settings) or 'none'})")
         default = spec.settings[key]
-        _typed(value, (int, float) if isinstance(default, (int, float)) and not isinstance(default, bool)
-               else type(default), f"{where}.settings.{key}")
+        here = f"{where}.settings.{key}"
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            _typed(value, type(default), here)
+        else:
+            number = _typed(value, int, here) if isinstance(default, int) else _finite(value, here)
+            if default > 0 and number < 0:
+                raise ScenarioError(f"{here}: must be ≥ 0, got {number}")
     return AttackPlan(spec.name, grid, {**spec.settings, **settings_in})
+
+
+MAX_RESIZE = 4096  # px: the victim resizes every batch to this
 
 
 def _victim(entry, i: int) -> VictimRef:
     where = f"victims[{i}]"
     if isinstance(entry, str):
+        if not entry:
+            raise ScenarioError(f"{where}: empty victim name")
         return VictimRef(entry)
     if not isinstance(entry, dict):
         raise ScenarioError(f"{where}: expected a zoo name or a table, got {entry!r}")
@@ -159,15 +182,23 @@ def _victim(entry, i: int) -> VictimRef:
         raise ScenarioError(f"{where}: missing 'name'")
     if ("timm" in entry) != ("checkpoint" in entry):
         raise ScenarioError(f"{where}: an external victim needs both 'timm' and 'checkpoint'")
-    seq = lambda k: tuple(float(_typed(v, (int, float), f"{where}.{k}")) for v in _typed(entry[k], list, f"{where}.{k}"))
-    return VictimRef(
-        _typed(entry["name"], str, f"{where}.name"), entry.get("timm"), entry.get("checkpoint"),
+    seq = lambda k: tuple(_finite(v, f"{where}.{k}") for v in _typed(entry[k], list, f"{where}.{k}"))
+    ref = VictimRef(
+        _typed(entry["name"], str, f"{where}.name"),
+        _typed(entry["timm"], str, f"{where}.timm") if "timm" in entry else None,
+        _typed(entry["checkpoint"], str, f"{where}.checkpoint") if "checkpoint" in entry else None,
         seq("mean") if "mean" in entry else None, seq("std") if "std" in entry else None,
         _typed(entry["resize_to"], int, f"{where}.resize_to") if "resize_to" in entry else None,
     )
+    if ref.std is not None and min(ref.std, default=1.0) <= 0:
+        raise ScenarioError(f"{where}.std: every value must be > 0, got {list(ref.std)}")
+    if ref.resize_to is not None and not 1 <= ref.resize_to <= MAX_RESIZE:
+        raise ScenarioError(f"{where}.resize_to: must be in [1, {MAX_RESIZE}], got {ref.resize_to}")
+    return ref
 
 
 def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
+    _typed(data, dict, "scenario")
     _check_keys(data, _TOP_KEYS, "scenario")
     for key in ("dataset", "victims", "attacks", "cells"):
         if key not in data:
@@ -194,13 +225,15 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         test_fraction=float(_typed(data.get("test_fraction", 0.2), (int, float), "test_fraction")),
         zoo=_typed(data.get("zoo", "zoo"), str, "zoo"),
         batch_size=_typed(data.get("batch_size", 64), int, "batch_size"),
-        max_attempts_factor=float(_typed(data.get("max_attempts_factor", 8.0), (int, float), "max_attempts_factor")),
+        max_attempts_factor=_finite(data.get("max_attempts_factor", 8.0), "max_attempts_factor"),
         keep_failed=_typed(data.get("keep_failed", False), bool, "keep_failed"),
     )
     if not 0 < sc.test_fraction < 1:
         raise ScenarioError(f"test_fraction must be in (0, 1), got {sc.test_fraction}")
-    if sc.batch_size < 1 or sc.max_attempts_factor < 1:
-        raise ScenarioError("batch_size must be ≥ 1 and max_attempts_factor ≥ 1")
+    if sc.batch_size < 1:
+        raise ScenarioError(f"batch_size must be ≥ 1, got {sc.batch_size}")
+    if sc.max_attempts_factor < 1:
+        raise ScenarioError(f"max_attempts_factor must be ≥ 1, got {sc.max_attempts_factor:g}")
     return sc
 
 
@@ -222,4 +255,9 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
         raise ScenarioError(f"cannot read scenario {str(path)!r}: {exc}") from None
-    return parse_scenario(data, default_name=path.stem)
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise ScenarioError(f"cannot read scenario {str(path)!r}: nested too deeply") from None
+    try:
+        return parse_scenario(data, default_name=path.stem)
+    except AttribkitError as exc:  # ScenarioError, or an unknown attack or data set
+        raise ScenarioError(f"scenario {str(path)!r}: {exc}") from None

@@ -88,6 +88,32 @@ def read_data_file(out: Path, manifest: dict, name: str, verify: bool = True) ->
     return storage.read_tensors(Path(out) / name, expected)
 
 
+_LABELS = ("attack", "victim", "clean_index")
+
+
+def _check_shard(tensors: dict[str, torch.Tensor], manifest: dict, where: str) -> None:
+    """A shard's tensors must be what the manifest says, before anything is concatenated or indexed."""
+    images = tensors["images"]
+    shape = manifest.get("dataset", {}).get("shape") if isinstance(manifest.get("dataset"), dict) else None
+    if images.ndim != 4 or not images.is_floating_point() or (isinstance(shape, list) and list(images.shape[1:]) != shape):
+        raise DataError(f"{where!r}: 'images' must be float (N, {', '.join(map(str, shape or ['C', 'H', 'W']))}), "
+                        f"got {str(images.dtype).removeprefix('torch.')} {tuple(images.shape)}")
+    n = len(images)
+    if n and not (torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+        raise DataError(f"{where!r}: 'images' must be finite and lie in [0, 1]")
+    for key in _LABELS:
+        if key not in tensors:
+            raise DataError(f"{where!r} has no {key!r} tensor")
+    for key, column in tensors.items():
+        if key != "images" and (column.ndim != 1 or len(column) != n):
+            raise DataError(f"{where!r}: {key!r} must hold one value per image ({n}), got shape {tuple(column.shape)}")
+    spaces = manifest["label_spaces"]
+    for key, size in (("attack", len(spaces["attack"])), ("victim", len(spaces["victim"]))):
+        column = tensors[key]
+        if column.is_floating_point() or (n and not 0 <= int(column.min()) <= int(column.max()) < size):
+            raise DataError(f"{where!r}: {key!r} labels must be indices into the manifest's {size} {key}s")
+
+
 def load_split(out: str | Path, split: str, verify: bool = True) -> dict[str, torch.Tensor]:
     """All finished examples of one split ("train" or "test"), every shard
     concatenated; hyperparameter columns an attack lacks are NaN. With
@@ -106,6 +132,7 @@ def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -
         tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
         if "images" not in tensors:
             raise DataError(f"{str(out / shard_file(name))!r} has no 'images' tensor")
+        _check_shard(tensors, manifest, str(out / shard_file(name)))
         n = len(tensors["images"])
         for hp in hp_names:
             tensors.setdefault(f"hp_{hp}", torch.full((n,), float("nan")))

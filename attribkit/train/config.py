@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import AttribkitError
 
 MODELS = ("mtaa", "single-task", "single-label")
+_KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": ((int, float), "a number"),
+          "bool": (bool, "true or false"), "tuple[str, ...]": ((list, tuple), "a list of names")}
 
 
 @dataclass(frozen=True)
@@ -33,28 +36,47 @@ class TrainConfig:
     label_values: bool = True  # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
 
     def __post_init__(self):
+        for f in fields(self):  # a config read back from run.json may hold anything
+            value, (kind, what) = getattr(self, f.name), _KINDS[f.type]
+            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
+                raise AttribkitError(f"{f.name} must be {what}, got {value!r}")
+        if not all(isinstance(h, str) for h in self.heads):
+            raise AttribkitError(f"heads must be a list of names, got {list(self.heads)!r}")
         if self.model not in MODELS:
             raise AttribkitError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.loss not in ("uncertainty", "sum"):
             raise AttribkitError(f"loss must be 'uncertainty' or 'sum', got {self.loss!r}")
         if self.regression not in ("per-attack", "single"):
             raise AttribkitError(f"regression must be 'per-attack' or 'single', got {self.regression!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "input_scale"):
             if getattr(self, name) < 1:
-                raise AttribkitError(f"{name} must be ≥ 1")
-        if not (0 < self.width <= 4 and self.lr > 0 and self.weight_decay >= 0):
-            raise AttribkitError("width must be in (0, 4], lr > 0, weight_decay ≥ 0")
+                raise AttribkitError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 < self.width <= 4:  # NaN fails every comparison, so it is refused too
+            raise AttribkitError(f"width must be in (0, 4], got {self.width}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise AttribkitError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("weight_decay", "ae_weight"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise AttribkitError(f"{name} must be a finite number ≥ 0, got {getattr(self, name)}")
+        if not -(2 ** 63) <= self.seed < 2 ** 64:  # what torch.manual_seed takes
+            raise AttribkitError(f"seed must be in [-2^63, 2^64), got {self.seed}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = "train config") -> "TrainConfig":
+        """A config as read back from a file; every problem is one error naming ``where``."""
+        if not isinstance(data, dict):
+            raise AttribkitError(f"{where}: the train config must be an object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise AttribkitError(f"train config: unknown key {unknown[0]!r}")
+            raise AttribkitError(f"{where}: unknown key {unknown[0]!r} in the train config")
         data = dict(data)
-        if "heads" in data:
+        if isinstance(data.get("heads"), list):
             data["heads"] = tuple(data["heads"])
-        return cls(**data)
+        try:
+            return cls(**data)
+        except AttribkitError as exc:
+            raise AttribkitError(f"{where}: {exc}") from None

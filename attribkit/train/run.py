@@ -103,14 +103,21 @@ def load_run(run: str | Path, verify: bool = True) -> tuple[dict, dict[str, Memb
     ``verify`` its files must match their recorded hashes."""
     run = Path(run)
     meta = read_run_meta(run, verify)
+    config = TrainConfig.from_dict(meta["config"], where=str(run / RUN_FILE))
+    for key in ("in_chans", "image_size"):
+        value = meta["input"].get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
+            raise AttribkitError(f"{str(run / RUN_FILE)!r}: input.{key} must be a positive integer, got {value!r}")
     try:
-        config = TrainConfig.from_dict(meta["config"])
         if meta.get("heads"):  # exactly the trained heads, whatever else is installed now
             config = replace(config, heads=tuple(_installed_heads(run, meta["heads"])))
         members = build_members(config, meta["label_spaces"], meta["target_stats"], meta["columns"],
                                 meta["input"]["in_chans"], meta["input"]["image_size"], meta.get("combinations"))
     except KeyError as exc:
         raise AttribkitError(f"{str(run / RUN_FILE)!r} lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:  # a hand-edited run.json
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AttribkitError(f"{str(run / RUN_FILE)!r} does not describe a model attribkit can build ({detail})") from None
     if not (run / WEIGHTS).exists():
         raise AttribkitError(f"run folder {str(run)!r} has no {WEIGHTS}")
     expected = storage.recorded_file(meta, WEIGHTS, str(run / RUN_FILE)) if verify else None

@@ -90,6 +90,24 @@ def _read(zoo: str | Path, name: str, verify: bool) -> storage.Record:
     return storage.read_json_record(meta, FORMAT, "a victim record", AttribkitError, verify, unversioned_ok=True)
 
 
+_KINDS = {"str": str, "int": int, "float": (int, float), "list[float]": list, "dict": dict}
+
+
+def _check_types(record: VictimRecord) -> None:
+    """A record read back from JSON may hold anything: each field must have its declared type."""
+    for f in fields(VictimRecord):
+        value, base = getattr(record, f.name), f.type.removesuffix(" | None")
+        if value is None and f.type.endswith(" | None"):
+            continue
+        if not isinstance(value, _KINDS[base]) or isinstance(value, bool):
+            raise TypeError(f"{f.name!r} must be {base}, got {value!r}")
+    for name in ("mean", "std"):
+        values = getattr(record, name)
+        if len(values) != record.in_chans or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in values):
+            raise TypeError(f"{name!r} must be {record.in_chans} numbers, got {values!r}")
+
+
 def _as_victim_record(data: dict, meta: Path) -> VictimRecord:
     known = {f.name for f in fields(VictimRecord)}
     body = {k: v for k, v in data.items() if k in known}
@@ -97,7 +115,9 @@ def _as_victim_record(data: dict, meta: Path) -> VictimRecord:
     try:
         if unknown:
             raise TypeError(f"unknown key {unknown[0]!r}")
-        return VictimRecord(**body)
+        record = VictimRecord(**body)
+        _check_types(record)
+        return record
     except TypeError as exc:
         raise AttribkitError(f"victim metadata {str(meta)!r} is corrupt: {exc}") from None
 

@@ -122,6 +122,10 @@ def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = Non
     ``on_start(name)`` may return a per-step callback; ``on_done(record,
     trained)`` is told whether the victim was trained or found.
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise AttribkitError(f"epochs must be an integer ≥ 1, got {epochs!r}")  # before any victim is touched
+    for arch in architectures:
+        make_record(arch, dataset, width)  # an unknown architecture or a bad width: refused before training any
     records = []
     for arch in architectures:
         record = make_record(arch, dataset, width)
