@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from PIL import Image
 
 from attribkit.attribute import attribute
 from attribkit.generate.store import load_split
+from machine import cpu_name
 
 
 def write_pngs(data: Path, folder: Path, n: int) -> None:
@@ -64,7 +64,7 @@ def main() -> None:
         "cli_seconds": round(cli_s, 2), "cli_images_per_s": round(args.n / cli_s, 1),
         "api_seconds": round(api_s, 2), "api_images_per_s": round(args.n / api_s, 1),
         "png_write_seconds": round(write_s, 2), "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(), "run": args.run,
+        "cpu_count": os.cpu_count(), "machine": cpu_name(), "run": args.run,
     }
     print(f"{'path':<28}{'seconds':>10}{'images/s':>12}")
     print(f"{'attribkit attribute (CLI)':<28}{cli_s:>10.2f}{args.n / cli_s:>12.1f}")

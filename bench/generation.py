@@ -39,6 +39,7 @@ from attribkit.generate.engine import generate
 from attribkit.generate.scenario import load_scenario, parse_scenario
 from attribkit.victims import load_victim
 from attribkit.victims.store import build_network, load_weights, read_record, victim_path, wrap
+from machine import cpu_name
 
 
 def scenario_dict(name: str, zoo: str, per_cell: int) -> dict:
@@ -187,7 +188,7 @@ def main() -> None:
                         "speedup_vs_prepared": round(total_p / total_e, 2)},
               "raw_image_steps_per_s": {k: round(v, 1) for k, v in raw.items()},
               "raw_image_steps_per_s_user_victim": {k: round(v, 1) for k, v in raw_user.items()},
-              "peak_rss_mb": rss, "torch_threads": torch.get_num_threads(),
+              "peak_rss_mb": rss, "torch_threads": torch.get_num_threads(), "machine": cpu_name(),
               "peak_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -32,6 +32,7 @@ from attribkit.train.config import TrainConfig
 from attribkit.train.run import RUN_FILE
 from attribkit.train.trainer import train
 from attribkit.victims.train import train_zoo
+from machine import cpu_name
 
 PAPER = {  # the paper's MNIST numbers
     "table7": {"single-task ([22], ResNet-50)": (100.0, 99.81, 6.46, 0.0), "MTAA (ResNet-50)": (100.0, 99.88, 6.04, 1.17)},
@@ -119,12 +120,22 @@ def main() -> None:
     result = {"scale": args.scale, "epochs": args.epochs, "cells": manifest["scenario"]["train_per_cell"],
               "test_per_cell": manifest["scenario"]["test_per_cell"], "totals": manifest["totals"],
               "seconds": {k: round(v, 1) for k, v in times.items()},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+              "machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
               "reports": {k: {kk: vv for kk, vv in v.items() if kk != "plots"} for k, v in reports.items()}}
     Path("bench/results").mkdir(parents=True, exist_ok=True)
     Path("bench/results/paper.json").write_text(json.dumps(result, indent=2) + "\n")
-    Path(args.doc).write_text(results_markdown(result))
+    Path(args.doc).write_text(results_markdown(result) + hand_written_sections(Path(args.doc)))
     print(f"written {args.doc} and bench/results/paper.json in {times['total'] / 60:.1f} min")
+
+
+def hand_written_sections(doc: Path) -> str:
+    """What people added to the results page below the generated tables
+    (headings ending in "(added by hand)"): a new run keeps it."""
+    if not doc.exists():
+        return ""
+    lines = doc.read_text().splitlines(keepends=True)
+    first = next((i for i, l in enumerate(lines) if l.startswith("## ") and "(added by hand)" in l), None)
+    return "\n" + "".join(lines[first:]) if first is not None else ""
 
 
 def pct(v) -> str:
