@@ -66,3 +66,30 @@ def tiny_data(tiny_zoo, tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "tiny"
     generate(parse_scenario({**TINY_SCENARIO, "zoo": str(tiny_zoo)}), out)
     return out
+
+
+def stratified(labels, per_class, seed, among=None):
+    """Indices of ``per_class`` examples of every class, taken in a seeded random
+    order (mnist5k is sorted by class: its first images are all zeros). ``among``
+    restricts the choice to a boolean mask, e.g. the images a victim gets right."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    if among is not None:
+        order = order[among[order]]
+    taken = {c: 0 for c in labels.unique().tolist()}
+    chosen = []
+    for i in order.tolist():
+        c = int(labels[i])
+        if taken[c] < per_class:
+            taken[c] += 1
+            chosen.append(i)
+    return torch.tensor(chosen)
+
+
+@pytest.fixture(scope="session")
+def attack_batch(mnist, tiny_resnet):
+    """Three digits of every class that the tiny ResNet classifies correctly, as
+    the engine would attack them (attacking a misclassified image proves nothing)."""
+    with torch.no_grad():
+        right = tiny_resnet(mnist.images).argmax(1) == mnist.labels
+    idx = stratified(mnist.labels, 3, seed=11, among=right)
+    return mnist.images[idx], mnist.labels[idx]

@@ -5,6 +5,14 @@ from PIL import Image
 
 from attribkit.data import load_dataset, split_dataset
 from attribkit.errors import AttribkitError, DataError
+from attribkit.generate.engine import generate
+from attribkit.generate.scenario import parse_scenario
+from attribkit.generate.store import load_split
+from attribkit.storage import read_tensors
+from attribkit.train.config import TrainConfig
+from attribkit.train.trainer import train
+from attribkit.victims import save_victim
+from attribkit.victims.train import make_record, train_victim
 
 
 def test_mnist5k_is_the_embedded_real_digits(mnist):
@@ -73,3 +81,42 @@ def test_folder_dataset_rejects_unreadable_and_mixed_images(tmp_path):
 def test_bad_dataset_references(ref, message):
     with pytest.raises(AttribkitError, match=message):
         load_dataset(ref)
+
+
+def _digits_folder(root, per_class=20):
+    """sklearn's digits as a folder data set: one subfolder of 8×8 PNGs per class."""
+    digits = load_dataset("digits")
+    for c in range(10):
+        (root / f"class{c}").mkdir(parents=True)
+        for k, i in enumerate(torch.nonzero(digits.labels == c).flatten()[:per_class].tolist()):
+            pixels = (digits.images[i, 0].numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(pixels, "L").save(root / f"class{c}" / f"{k:02d}.png")
+    return f"folder:{root}"
+
+
+@pytest.mark.parametrize("kind", ["digits", "folder"])
+def test_a_scenario_generates_and_trains_on_8px_digits(kind, tmp_path):
+    ref = "digits" if kind == "digits" else _digits_folder(tmp_path / "images")
+    dataset = load_dataset(ref)
+    record = make_record("resnet18", dataset, 1 / 16, name="tiny")
+    assert record.image_size == 8 and record.resize_to is None  # a ResNet takes 8 px as they are
+    victim, record = train_victim(record, dataset, epochs=2, seed=0)
+    save_victim(tmp_path / "zoo", record, victim)
+    sc = parse_scenario({"name": kind, "dataset": ref, "zoo": str(tmp_path / "zoo"), "victims": ["tiny"], "seed": 1,
+                         "cells": {"train": 4, "test": 2}, "batch_size": 8, "keep_failed": True,
+                         "max_attempts_factor": 1, "attacks": [{"name": "fgsm", "grid": {"eps": [30, 90]}}]})
+    manifest = generate(sc, tmp_path / "data")
+    assert manifest["dataset"]["name"] == ref and manifest["dataset"]["shape"][-2:] == [8, 8]
+    clean, _ = read_tensors(tmp_path / "data" / "clean.safetensors")
+    assert torch.equal(clean["images"], dataset.images) and torch.equal(clean["labels"], dataset.labels)
+    split = split_dataset(dataset.labels, sc.test_fraction, sc.seed)
+    for name, quota in (("train", sc.train_per_cell), ("test", sc.test_per_cell)):
+        data = load_split(tmp_path / "data", name)
+        assert data["images"].shape == (2 * quota, 1, 8, 8)  # two ε, failures kept: each cell its quota
+        assert set(data["clean_index"].tolist()) <= set(getattr(split, name).tolist())
+        assert torch.equal(data["label"], dataset.labels[data["clean_index"]])
+        with torch.no_grad():  # only images the victim got right were attacked
+            assert torch.equal(victim(dataset.images[data["clean_index"]]).argmax(1), data["label"])
+        assert (data["linf"] <= data["hp_eps"] / 255 + 1e-6).all()
+    meta = train(tmp_path / "data", TrainConfig(width=0.125, epochs=1, batch_size=4), tmp_path / "run")
+    assert meta["input"] == {"in_chans": 1, "image_size": 8}

@@ -35,7 +35,9 @@ def test_autoencoder_has_table_6_shapes_on_a_14px_map():
         if not isinstance(layer, torch.nn.ReLU):
             sizes.append(y.shape[-1])
     assert sizes[4:] == [5, 11, 14] and y.shape == fm.shape
-    assert ae.loss(ae.encode(fm), torch.zeros_like(fm)).item() > 0
+    latent, target = ae.encode(fm), torch.rand_like(fm)
+    assert ae.loss(latent, target).item() == pytest.approx(((ae.decoder(latent) - target) ** 2).mean().item())
+    assert ae.loss(latent, ae.decoder(latent).detach()).item() == 0
 
 
 def test_backbone_split_reproduces_timm_and_taps_early_and_late_maps():
@@ -60,10 +62,14 @@ def _net(**arch):
 def test_mtaa_outputs_and_branches():
     net = _net()
     assert set(net.branches) == {"attack", "victim"}
-    out, ae = net.forward_train(torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28))
+    adv, clean = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    out, ae = net.eval().forward_train(adv, clean)  # eval: the normalisation statistics stay as they are
     assert out["attack"].shape == (4, 3) and out["victim"].shape == (4, 2)
     assert out["hyperparameter"].shape == (4, 3)  # (fgsm, eps), (pgd, eps), (cw, kappa)
-    assert ae is not None and ae.item() >= 0
+    # eq. 4: the auto-encoder reconstructs the feature-level perturbation fm_adv − fm_clean
+    latent = net.ae.encode(net.backbone(adv)["pe"])
+    perturbation = net.backbone.stem_features(adv) - net.backbone.stem_features(clean)
+    assert ae.item() == pytest.approx(((net.ae.decoder(latent) - perturbation) ** 2).mean().item(), rel=1e-5)
     plain = _net(perturbation=False, task_specific=False, fusion=False)
     assert set(plain.branches) == {"shared"} and plain.ae is None
     assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in net.parameters())

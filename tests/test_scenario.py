@@ -1,3 +1,6 @@
+from importlib import resources
+from pathlib import Path
+
 import pytest
 
 from attribkit.errors import AttribkitError, ScenarioError
@@ -25,9 +28,21 @@ def test_paper_scenario_is_table_1():
     assert (sc.train_per_cell, sc.test_per_cell) == (160, 20)
 
 
-def test_builtin_scenarios_are_reachable_by_name_and_path():
+def test_builtin_scenarios_come_from_the_package_wherever_one_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # away from the checkout and its scenarios/ link
     assert set(builtin_scenarios()) == {"quick", "paper-mnist"}
-    assert load_scenario("scenarios/quick.toml") == load_scenario("quick")
+    assert builtin_scenarios()["quick"].parent == Path(str(resources.files("attribkit") / "scenarios"))
+    quick = load_scenario("quick")
+    assert [v.name for v in quick.victims] == ["resnet18", "vgg16", "inception_v3"]
+    assert {a.name: a.grid for a in quick.attacks} == {"fgsm": {"eps": (40.0, 80.0, 120.0, 160.0, 200.0)},
+                                                       "pgd": {"eps": (40.0, 80.0, 120.0, 160.0, 200.0)},
+                                                       "cw": {"kappa": (2.0, 4.0, 6.0, 8.0, 10.0)}}
+    assert {a.name: a.settings["steps"] for a in quick.attacks if "steps" in a.settings} == {"pgd": 20, "cw": 60}
+    assert (quick.train_per_cell, quick.test_per_cell, quick.batch_size, quick.max_attempts_factor) == (72, 18, 32, 3)
+    with pytest.raises(ScenarioError, match="neither a file nor a built-in"):
+        load_scenario("scenarios/quick.toml")  # a path is only ever a path
+    (tmp_path / "mine.toml").write_text(builtin_scenarios()["quick"].read_text().replace("seed = 0", "seed = 5"))
+    assert load_scenario("mine.toml").seed == 5 and load_scenario("mine.toml").name == "quick"
 
 
 def test_grid_forms_and_defaults():

@@ -18,10 +18,21 @@ from attribkit.model.heads import ClassificationHead
 from attribkit.specs import HeadSpec
 from attribkit.testing import registered
 from attribkit.train.config import TrainConfig
+from attribkit.train.data import load_attribution_data, quantize
+from attribkit.train.models import heads_of, predict
 from attribkit.train.run import load_run
 from attribkit.train.trainer import train
 
 FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
+
+
+def recomputed_accuracy(run, data_dir, head):
+    """A head's accuracy on the test split, counted here from the run's own predictions."""
+    _, members = load_run(run)
+    data = load_attribution_data(data_dir, "test")
+    outputs = predict(members, quantize(data.images))
+    target, _ = heads_of(members)[head].target(data.batch(torch.arange(len(data))))
+    return float((outputs[head].argmax(1) == target).float().mean())
 
 
 class NormHead(ClassificationHead):
@@ -59,7 +70,13 @@ def test_run_folder_holds_everything_to_reproduce_and_attribute(mtaa_run):
     assert saved["label_spaces"]["attack"] == ["fgsm", "pgd", "cw"] and saved["members"] == ["mtaa"]
     assert set(saved["versions"]) >= {"torch", "timm"} and saved["config"]["seed"] == 0
     epochs = json.loads((out / "metrics.json").read_text())["epochs"]
-    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["attack_accuracy"] <= 1 for e in epochs)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    final, data = meta["final_test_metrics"], saved["data"]["path"]
+    assert final["attack_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "attack"), abs=1e-6)
+    assert final["victim_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "victim"), abs=1e-6)
+    # the last epoch's test metrics are the saved model's
+    assert {k: epochs[-1][k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")} == \
+        {k: final[k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")}
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,member")
     assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter"}
 
@@ -131,11 +148,13 @@ def test_broken_run_folders_are_clear_errors(mtaa_run, tmp_path):
     meta["config"]["width"] = 0.25  # weights were trained at 0.125
     (bad / "run.json").write_text(json.dumps(meta))
     (bad / "weights.safetensors").write_bytes((out / "weights.safetensors").read_bytes())
+    with pytest.raises(AttribkitError, match="run.json' does not match its recorded content hash"):
+        load_run(bad)  # the edit is caught by run.json's own hash ...
     with pytest.raises(AttribkitError, match="do not match the run's config"):
-        load_run(bad)
+        load_run(bad, verify=False)  # ... and, unchecked, by the weights' shapes
     (bad / "weights.safetensors").unlink()
     with pytest.raises(AttribkitError, match="has no weights.safetensors"):
-        load_run(bad)
+        load_run(bad, verify=False)
     result = CliRunner().invoke(cli, ["attribute", "--run", str(bad), str(bad)])
     assert result.exit_code == 1 and "Traceback" not in result.output
 
@@ -178,7 +197,8 @@ def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_d
     with registered(NormPlugin(), "norm-head"):
         meta = train(tiny_data, TrainConfig(**FAST), tmp_path / "run")
         assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter", "norm"}
-        assert 0 <= meta["final_test_metrics"]["norm_accuracy"] <= 1
+        assert meta["final_test_metrics"]["norm_accuracy"] == pytest.approx(
+            recomputed_accuracy(tmp_path / "run", tiny_data, "norm"), abs=1e-6)
         (row,) = attribute(tmp_path / "run", [str(_one_png(tiny_data, tmp_path))])["results"]
         assert row["norm"] in ("L2", "Linf") and 0 < row["norm_probability"] <= 1
     assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"] == "norm-head"
@@ -232,7 +252,8 @@ def test_cli_train_evaluate_and_bad_config(tiny_data, tiny_zoo, tmp_path):
                                  "--epochs", "1", "--batch-size", "16", "--input-scale", "1", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["model"] == "mtaa" and 0 <= summary["test"]["attack_accuracy"] <= 1
+    assert summary["model"] == "mtaa"
+    assert summary["test"]["attack_accuracy"] == pytest.approx(recomputed_accuracy(run, tiny_data, "attack"), abs=1e-6)
     result = runner.invoke(cli, ["evaluate", "--run", str(run), "--data", str(tiny_data), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -245,3 +266,43 @@ def test_cli_train_evaluate_and_bad_config(tiny_data, tiny_zoo, tmp_path):
         bad = runner.invoke(cli, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "x"), *argv])
         assert bad.exit_code == 1 and bad.stderr.startswith("error:") and message in bad.stderr
         assert "Traceback" not in bad.output
+
+
+def test_hp_rmse_is_in_eps_times_255_for_linf_attacks_and_in_kappa_for_cw(mtaa_run, tiny_data, tmp_path):
+    out, _ = mtaa_run
+    report = evaluate(out, tiny_data, out=tmp_path / "eval")
+    meta, members = load_run(out)
+    stats, info, attacks = meta["target_stats"], meta["label_spaces"]["attack_info"], meta["label_spaces"]["attack"]
+    assert 20 <= stats["eps"]["mean"] <= 100 and 1 <= stats["kappa"]["mean"] <= 3  # the grids' display units
+    data = load_split(tiny_data, "test")
+    truth = torch.where(data["attack"] == attacks.index("cw"), data["hp_kappa"], data["hp_eps"])
+    assert set(truth.tolist()) <= {20.0, 100.0, 1.0, 3.0}
+    outputs = predict(members, quantize(data["images"]))
+    pairs = [(a, h) for a in attacks for h in info[a]["hyperparameters"]]
+    predicted_attack = outputs["attack"].argmax(1)  # its regressor answers, in the units it was trained in
+    value = torch.stack([outputs["hyperparameter"][i, pairs.index((attacks[a], info[attacks[a]]["hyperparameters"][0]))]
+                         for i, a in enumerate(predicted_attack.tolist())])
+    hp = [info[attacks[a]]["hyperparameters"][0] for a in predicted_attack.tolist()]
+    value = value * torch.tensor([stats[h]["std"] for h in hp]) + torch.tensor([stats[h]["mean"] for h in hp])
+    for i, attack in enumerate(attacks):
+        rows = data["attack"] == i
+        expected = ((value[rows] - truth[rows]) ** 2).mean().sqrt().item() if rows.any() else None
+        assert report["hp_rmse_per_attack"][attack] == pytest.approx(expected, abs=1e-3), attack
+    assert report["hp_rmse"] == pytest.approx(((value - truth) ** 2).mean().sqrt().item(), abs=1e-3)
+
+
+def test_attribute_reads_a_jpeg_as_the_pixels_it_decodes_to(mtaa_run, tiny_data, tmp_path):
+    out, _ = mtaa_run
+    pixels = (load_split(tiny_data, "test")["images"][0, 0].numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels, "L").save(tmp_path / "adv.jpg", quality=90)
+    with Image.open(tmp_path / "adv.jpg") as im:
+        decoded = np.asarray(im)
+    assert not np.array_equal(decoded, pixels)  # JPEG is lossy: the model sees an altered perturbation
+    (from_jpeg,) = attribute(out, [str(tmp_path / "adv.jpg")])["results"]
+    save_file({"images": torch.from_numpy(decoded.astype(np.float32) / 255)[None, None]},
+              str(tmp_path / "decoded.safetensors"))
+    (from_pixels,) = attribute(out, [str(tmp_path / "decoded.safetensors")])["results"]
+    assert from_jpeg["conversion"] is None  # read as it is, with no conversion to report
+    assert from_jpeg == {**from_pixels, "input": from_jpeg["input"]}
+    (in_folder,) = attribute(out, [str(tmp_path)])["results"]
+    assert in_folder["input"] == str(tmp_path / "adv.jpg")

@@ -16,16 +16,23 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
-def victim(mnist):
-    """A narrow ResNet18 trained for two epochs: weak, but real and fast."""
-    model, _ = train_victim(make_record("resnet18", mnist, 1 / 16, name="tiny"), mnist, epochs=2, seed=0)
-    return model
+def trained(mnist):
+    """A narrow ResNet18 trained for two epochs: weak, but real and fast (model, record)."""
+    return train_victim(make_record("resnet18", mnist, 1 / 16, name="tiny"), mnist, epochs=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def victim(trained):
+    return trained[0]
 
 
 @pytest.fixture(scope="session")
 def batch(victim, mnist):
-    """Sixteen digits the victim gets right: attacking the others proves nothing."""
-    x, y = mnist.images[:40], mnist.labels[:40]
+    """Two digits of every class the victim gets right, drawn in a seeded order:
+    mnist5k is sorted by class, and attacking a misclassified image proves nothing."""
     with torch.no_grad():
-        right = victim(x).argmax(1) == y
-    return x[right][:16], y[right][:16]
+        right = victim(mnist.images).argmax(1) == mnist.labels
+    order = torch.randperm(len(mnist.labels), generator=torch.Generator().manual_seed(11))
+    order = order[right[order]]
+    idx = torch.cat([order[mnist.labels[order] == c][:2] for c in range(10)])
+    return mnist.images[idx], mnist.labels[idx]

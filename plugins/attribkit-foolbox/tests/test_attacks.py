@@ -1,4 +1,8 @@
-"""The plugin's attacks, through attribkit's public registry, as attribkit would call them."""
+"""The plugin's attacks, through attribkit's public registry, as attribkit would call them.
+
+Assertions hold on any machine: bounds, and relations that follow from an
+attack's definition within one run, never how often a tiny victim is fooled.
+"""
 
 import os
 
@@ -35,23 +39,27 @@ def test_linf_pgd_stays_in_the_eps_ball_and_uses_eps(victim, batch):
     x, y = batch
     small, large = run("fb_linf_pgd", victim, x, y, [{"eps": 10 / 255}, {"eps": 80 / 255}], steps=10)
     assert (small - x).abs().max() <= 10 / 255 + 1e-6 and (large - x).abs().max() <= 80 / 255 + 1e-6
-    assert (large - x).abs().max() > 60 / 255
-    assert (margins(victim, large, y) > 0).float().mean() >= (margins(victim, small, y) > 0).float().mean()
-    assert large.min() >= 0 and large.max() <= 1
+    assert (large - x).abs().max() > 10 / 255  # the larger ε is used, not ignored
+    assert min(small.min(), large.min()) >= 0 and max(small.max(), large.max()) <= 1
 
 
-def test_l2_pgd_stays_in_the_l2_ball(victim, batch):
+def test_l2_pgd_stays_in_the_l2_ball_and_uses_eps(victim, batch):
     x, y = batch
-    (adv,) = run("fb_l2_pgd", victim, x, y, [{"eps_l2": 1.5}], steps=10)
-    norms = (adv - x).flatten(1).norm(dim=1)
-    assert norms.max() <= 1.5 + 1e-4 and norms.mean() > 0.5
+    small, large = run("fb_l2_pgd", victim, x, y, [{"eps_l2": 0.5}, {"eps_l2": 3.0}], steps=10)
+    l2 = lambda adv: (adv - x).flatten(1).norm(dim=1)
+    assert l2(small).max() <= 0.5 + 1e-4 and l2(large).max() <= 3.0 + 1e-4
+    assert l2(large).max() > 0.5
 
 
 def test_cw_reaches_kappa_where_it_succeeds_and_failures_are_not_black(victim, batch):
     x, y = batch
-    low, impossible = run("fb_l2_cw", victim, x, y, [{"kappa": 0.0}, {"kappa": 500.0}])
-    m = margins(victim, low, y)
-    assert (m > 0).float().mean() > 0.5  # a real attack on a weak victim
+    kappa = 2.0
+    reachable, impossible = run("fb_l2_cw", victim, x, y, [{"kappa": kappa}, {"kappa": 500.0}],
+                                binary_search_steps=2, steps=25)
+    # each image is foolbox's success (margin past κ) or, where it found none, the clean image
+    failed = (reachable == x).flatten(1).all(1)
+    assert (margins(victim, reachable, y)[~failed] > kappa - 1e-4).all()
+    assert (reachable[~failed] != 0).flatten(1).any(1).all()  # no black image is handed on
     # κ = 500 is out of reach: foolbox returns black images, the plugin the clean ones
     assert torch.equal(impossible, x)
     assert (margins(victim, impossible, y) < 0).all()  # so attribkit records them as failed
@@ -59,15 +67,18 @@ def test_cw_reaches_kappa_where_it_succeeds_and_failures_are_not_black(victim, b
 
 def test_foolbox_itself_returns_black_images_for_failures(victim, batch):
     """The premise of black_as_clean, checked against foolbox as installed:
-    it returns black images and even calls them successful (a black digit
-    is misclassified), so its own success flag cannot be trusted either."""
+    it returns black images and even calls them successful wherever a black
+    image is misclassified, so its own success flag cannot be trusted either."""
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     import foolbox as fb
 
     x, y = batch
     attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=1, steps=5, confidence=500.0)
     _, clipped, success = attack(fb.PyTorchModel(victim, bounds=(0, 1)), x, y, epsilons=None)
-    assert (clipped == 0).all() and success.all()
+    assert (clipped == 0).all()
+    with torch.no_grad():
+        black_is_wrong = victim(torch.zeros_like(x)).argmax(1) != y
+    assert torch.equal(success, black_is_wrong) and success.any()  # every class is in the batch
 
 
 def test_black_as_clean_keeps_real_outputs():
@@ -80,20 +91,27 @@ def test_black_as_clean_keeps_real_outputs():
     assert torch.equal(black_as_clean(black, black), black)
 
 
-def test_deepfool_overshoot_moves_further(victim, batch):
+def test_deepfool_overshoot_scales_the_same_step(victim, batch):
+    # one step from the clean image: both values take the same step, scaled by 1 + overshoot
     x, y = batch
-    near, far = run("fb_deepfool", victim, x, y, [{"overshoot": 0.02}, {"overshoot": 0.5}])
-    assert (margins(victim, near, y) > 0).all()
-    ratio = (far - x).flatten(1).norm(dim=1) / (near - x).flatten(1).norm(dim=1)
-    assert ratio.median() > 1.2
+    near, far = run("fb_deepfool", victim, x, y, [{"overshoot": 0.02}, {"overshoot": 0.5}], steps=1)
+    assert not torch.equal(near, x)
+    assert ((far - x).abs() >= (near - x).abs()).all()
+    inside = (far > 0) & (far < 1)  # where clipping to [0, 1] did not cut the step
+    assert torch.allclose((far - x)[inside], ((near - x) * 1.5 / 1.02)[inside], atol=1e-5)
 
 
-def test_boundary_is_decision_based_stays_adversarial_and_improves_with_steps(victim, batch):
+def test_boundary_is_decision_based_stays_adversarial_and_never_moves_away(victim, batch):
     x, y = batch
+    l2 = lambda adv: (adv - x).flatten(1).norm(dim=1)
     torch.manual_seed(0)
-    few, many = run("fb_boundary", victim, x, y, [{"steps": 5.0}, {"steps": 150.0}])
+    (few,) = run("fb_boundary", victim, x, y, [{"steps": 5.0}])
+    torch.manual_seed(0)
+    (many,) = run("fb_boundary", victim, x, y, [{"steps": 50.0}])
     assert (margins(victim, few, y) > 0).all() and (margins(victim, many, y) > 0).all()
-    assert (many - x).flatten(1).norm(dim=1).mean() < (few - x).flatten(1).norm(dim=1).mean()
+    # the same random stream: the longer run starts as the shorter one did, and a
+    # step is only taken towards the clean image, so no example ends further away
+    assert (l2(many) <= l2(few)).all()
     torch.manual_seed(0)
     again = run("fb_boundary", victim, x, y, [{"steps": 5.0}])[0]
     assert torch.equal(again, few)  # seeded by attribkit: reproducible

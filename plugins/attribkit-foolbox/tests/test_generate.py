@@ -6,29 +6,32 @@ from attribkit.generate.engine import generate
 from attribkit.generate.scenario import parse_scenario
 from attribkit.generate.store import load_split
 from attribkit.victims import save_victim
-from attribkit.victims.train import make_record, train_victim
 
 
-def test_generate_with_foolbox_attacks_records_failures(mnist, tmp_path):
-    model, record = train_victim(make_record("resnet18", mnist, 1 / 16, name="tiny"), mnist, epochs=2, seed=0)
-    save_victim(tmp_path / "zoo", record, model)
+def test_generate_with_foolbox_attacks_records_failures(mnist, trained, tmp_path):
+    save_victim(tmp_path / "zoo", trained[1], trained[0])
     scenario = parse_scenario({
         "name": "fb", "dataset": "mnist5k", "seed": 0, "zoo": str(tmp_path / "zoo"), "victims": ["tiny"],
-        "batch_size": 6, "cells": {"train": 6, "test": 1}, "max_attempts_factor": 1,
+        "batch_size": 6, "cells": {"train": 6, "test": 1}, "max_attempts_factor": 1, "keep_failed": True,
         "attacks": [
             {"name": "fb_linf_pgd", "grid": {"eps": [40]}, "settings": {"steps": 10}},
-            {"name": "fb_l2_cw", "grid": {"kappa": [1, 500]}},
+            {"name": "fb_l2_cw", "grid": {"kappa": [1, 500]}, "settings": {"binary_search_steps": 2, "steps": 25}},
             {"name": "fb_boundary", "grid": {"steps": [20]}},
         ]})
     manifest = generate(scenario, tmp_path / "data")
     cells = {(s["attack"], cell_value(c)): c for s in manifest["shards"].values() if s["split"] == "train"
              for c in s["cells"]}
-    assert cells[("fb_l2_cw", 500.0)]["succeeded"] == 0 and cells[("fb_l2_cw", 500.0)]["kept"] == 0
-    assert cells[("fb_l2_cw", 1.0)]["succeeded"] > 0
     data = load_split(tmp_path / "data", "train")
-    assert data["success"].all()
     cw = data["attack"] == 1
-    assert (data["margin"][cw] >= 1.0).all() and (data["hp_kappa"][cw] == 1.0).all()
+    for kappa in (1.0, 500.0):  # failures kept, so each cell holds its six attempts
+        rows = cw & (data["hp_kappa"] == kappa)
+        assert rows.sum() == cells[("fb_l2_cw", kappa)]["attempted"] == 6
+        assert cells[("fb_l2_cw", kappa)]["succeeded"] == data["success"][rows].sum()
+        assert torch.equal(data["success"][rows], data["margin"][rows] >= kappa)
+    # κ = 500 is out of reach: foolbox's black images come back as the clean ones, recorded as failed
+    impossible = cw & (data["hp_kappa"] == 500.0)
+    clean = mnist.images[data["clean_index"][impossible]]
+    assert torch.equal(data["images"][impossible], clean) and not data["success"][impossible].any()
     assert torch.isnan(data["hp_eps"][cw]).all() and not torch.isnan(data["hp_steps"][data["attack"] == 2]).any()
     assert manifest["label_spaces"]["attack_info"]["fb_boundary"]["norm"] == "L2"
 

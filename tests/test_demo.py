@@ -1,0 +1,59 @@
+"""`attribkit demo`: the whole pipeline in one command, and a second run that reuses it."""
+
+import json
+
+from click.testing import CliRunner
+
+from attribkit.cli import cli
+from attribkit.generate.store import read_manifest
+
+# the 8-px digits keep the whole pipeline to a few seconds
+SCENARIO = """
+name = "demo-test"
+dataset = "digits"
+victims = ["resnet18"]
+batch_size = 16
+max_attempts_factor = 2
+
+[cells]
+train = 8
+test = 4
+
+[[attacks]]
+name = "fgsm"
+grid.eps = [60, 180]
+"""
+
+
+def _files(out):
+    # evaluation/ is the report, written afresh by each run; the manifest is rewritten on resume
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob("*"))
+            if p.is_file() and "evaluation" not in p.parts and p.name != "manifest.json"}
+
+
+def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
+    (tmp_path / "tiny.toml").write_text(SCENARIO)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--scenario", str(tmp_path / "tiny.toml"), "--victim-epochs", "1",
+            "--victim-width", "0.0625", "--epochs", "1", "--width", "0.125", "--input-scale", "1", "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    made = _files(out)
+    assert {"zoo/resnet18.safetensors", "zoo/resnet18.json", "data/clean.safetensors", "run/run.json",
+            "run/weights.safetensors"} <= set(made)
+    assert sum(name.startswith("data/shards/") for name in made) == 2  # one victim × one attack × two splits
+    shards = read_manifest(out / "data")["shards"]
+
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert "resnet18: already in" in second.stderr
+    assert _files(out) == made  # no victim, shard or run was written again
+    assert read_manifest(out / "data")["shards"] == shards
+    reports = [json.loads(r.stdout) for r in (first, second)]
+    for report in reports:
+        assert report.pop("seconds") >= 0
+    assert reports[0] == reports[1]  # the same run, evaluated on the same data
+    assert reports[0]["run"] == str(out / "run") and reports[0]["data"] == str(out / "data")
+    run = json.loads((out / "run" / "run.json").read_text())
+    assert (run["config"]["epochs"], run["config"]["width"], run["config"]["input_scale"]) == (1, 0.125, 1)
+    assert json.loads((out / "zoo" / "resnet18.json").read_text())["width"] == 0.0625
