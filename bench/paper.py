@@ -183,7 +183,7 @@ def results_markdown(r: dict) -> str:
     ]
     for name, (a, v, rmse, d) in PAPER["table7"].items():
         lines.append(f"| {name}, paper | – | – | {a:.2f} | {v:.2f} | {rmse:.2f} | {d:+.2f} |")
-    lines += ["", f"Hyperparameter RMSE per attack (MTAA): " +
+    lines += ["", "Hyperparameter RMSE per attack (MTAA): " +
               ", ".join(f"{a} {num(v)}" for a, v in mt["hp_rmse_per_attack"].items()), ""]
     lines += ["## Table 2: single-label, 15 attack+victim classes (class accuracy per cell, %)", ""]
     lines += per_cell(rep["single-label-15"], "combination_accuracy")

@@ -93,3 +93,16 @@ def attack_batch(mnist, tiny_resnet):
         right = tiny_resnet(mnist.images).argmax(1) == mnist.labels
     idx = stratified(mnist.labels, 3, seed=11, among=right)
     return mnist.images[idx], mnist.labels[idx]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """An MTAA run trained for one epoch on tiny_data: for tests of reading runs, not of training.
+    Tests that damage it work on a copy."""
+    from attribkit.train.config import TrainConfig
+    from attribkit.train.trainer import train
+
+    plugins.reset()
+    out = tmp_path_factory.mktemp("runs") / "tiny-run"
+    train(tiny_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1), out)
+    return out

@@ -44,10 +44,7 @@ import attribkit.attribute as attribute_module
 from attribkit import plugins, storage
 from attribkit.attribute import collect_inputs
 from attribkit.cli import cli
-from attribkit.train.config import TrainConfig
-from attribkit.train.trainer import train
 
-FAST = dict(width=0.125, epochs=1, batch_size=16, input_scale=1)
 SIZE = 28  # the tiny run reads 1×28×28
 GREY = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)  # every grey level, seeded
 
@@ -55,11 +52,8 @@ GREY = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)  
 # --- fixtures -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def corpus_run(tiny_data, tmp_path_factory):
-    plugins.reset()
-    out = tmp_path_factory.mktemp("corpus-run") / "run"
-    train(tiny_data, TrainConfig(**FAST), out)
-    return out
+def corpus_run(tiny_run):
+    return tiny_run
 
 
 _DIGESTS: dict[tuple, str] = {}  # (device, inode, size, mtime): sha256 — a write in place changes the mtime

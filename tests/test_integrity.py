@@ -10,21 +10,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from attribkit import plugins, storage
+from attribkit import storage
 from attribkit.cli import cli
 from attribkit.errors import AttribkitError
 from attribkit.generate.engine import generate
 from attribkit.generate.scenario import parse_scenario
 from attribkit.generate.store import data_files, load_split, read_manifest
-from attribkit.train.config import TrainConfig
 from attribkit.train.run import load_run
-from attribkit.train.trainer import train
 from attribkit.versions import library_versions
 from attribkit.victims import load_victim
 
 from conftest import TINY_SCENARIO
 
-FAST = dict(width=0.125, epochs=1, batch_size=16, input_scale=1)
 
 
 def flip_last_byte(path):
@@ -60,12 +57,9 @@ def data_copy(tiny_data, tmp_path):
     return out
 
 
-@pytest.fixture(scope="module")
-def run(tiny_data, tmp_path_factory):
-    plugins.reset()
-    out = tmp_path_factory.mktemp("runs") / "run"
-    train(tiny_data, TrainConfig(**FAST), out)
-    return out
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def tiny(zoo, **overrides):

@@ -4,7 +4,6 @@ import torch
 from attribkit import plugins
 from attribkit.data import load_dataset, split_dataset
 from attribkit.errors import AttribkitError
-from attribkit.specs import Dataset
 from attribkit.victims import load_victim, save_victim
 from attribkit.victims.families import inception_v3
 from attribkit.victims.store import wrap

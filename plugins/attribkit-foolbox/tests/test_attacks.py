@@ -6,7 +6,6 @@ attack's definition within one run, never how often a tiny victim is fooled.
 
 import os
 
-import pytest
 import torch
 
 from attribkit import plugins
