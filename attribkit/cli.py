@@ -506,7 +506,7 @@ def demo_cmd(out, scenario, victim_epochs, victim_width, epochs, width, input_sc
     with make_progress() as progress:
         generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
     if not (run / RUN_FILE).exists():
-        shutil.rmtree(run, ignore_errors=True)  # an interrupted training leaves nothing worth keeping
+        shutil.rmtree(run, ignore_errors=True)  # what an older attribkit left when killed while training
         _train(data, config, run)
     report = evaluate(run, data)
     report.pop("tables")

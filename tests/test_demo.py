@@ -51,7 +51,7 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     assert read_manifest(out / "data")["shards"] == shards
     reports = [json.loads(r.stdout) for r in (first, second)]
     for report in reports:
-        assert report.pop("seconds") >= 0
+        report.pop("seconds")  # wall-clock time: the one field that differs between two runs
     assert reports[0] == reports[1]  # the same run, evaluated on the same data
     assert reports[0]["run"] == str(out / "run") and reports[0]["data"] == str(out / "data")
     run = json.loads((out / "run" / "run.json").read_text())

@@ -93,8 +93,7 @@ def _reusable(out: Path, manifest: dict, name: str, verify: bool) -> bool:
     check = storage.check_file(out, name, storage.recorded_file(manifest, name, str(out / MANIFEST)))
     if check.state in ("ok", "unrecorded"):  # unrecorded: an older data set, kept unverified (read_manifest said so)
         return True
-    storage.notice(f"{str(out / name)!r} {'is missing' if check.state == 'missing' else 'does not match its recorded sha256'}"
-                   f"{f' ({check.detail})' if check.state == 'changed' else ''}; re-making it")
+    storage.notice(f"{str(out / name)!r} {check.problem}; re-making it")
     return False
 
 

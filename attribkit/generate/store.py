@@ -52,19 +52,12 @@ _SHARD = {"victim": str, "attack": str, "split": str, "examples": int, "cells": 
 
 
 def _check_shape(manifest: dict, path: Path) -> None:
-    """A manifest with a missing or wrong-typed key is one clear error, not a KeyError later."""
-    def need(table: dict, keys: dict, where: str) -> None:
-        for key, kind in keys.items():
-            if not isinstance(table.get(key), kind):
-                found = "missing" if key not in table else f"a {type(table[key]).__name__}"
-                raise DataError(f"{str(path)!r}: {where}{key!r} is {found}, expected a {kind.__name__}")
-
-    need(manifest, _REQUIRED, "")
-    need(manifest["label_spaces"], _LABEL_SPACES, "label_spaces.")
+    storage.require_keys(manifest, _REQUIRED, path)
+    storage.require_keys(manifest["label_spaces"], _LABEL_SPACES, path, "label_spaces.")
     for name, shard in manifest["shards"].items():
         if not isinstance(shard, dict):
             raise DataError(f"{str(path)!r}: shards[{name!r}] is not an object")
-        need(shard, _SHARD, f"shards[{name!r}].")
+        storage.require_keys(shard, _SHARD, path, f"shards[{name!r}].")
 
 
 def read_manifest(out: str | Path, verify: bool = True) -> dict:
@@ -88,11 +81,13 @@ def read_data_file(out: Path, manifest: dict, name: str, verify: bool = True) ->
     return storage.read_tensors(Path(out) / name, expected)
 
 
-_LABELS = ("attack", "victim", "clean_index")
+_LABELS = ("attack", "victim", "clean_index")  # besides images
 
 
 def _check_shard(tensors: dict[str, torch.Tensor], manifest: dict, where: str) -> None:
     """A shard's tensors must be what the manifest says, before anything is concatenated or indexed."""
+    if "images" not in tensors:
+        raise DataError(f"{where!r} has no 'images' tensor")
     images = tensors["images"]
     shape = manifest.get("dataset", {}).get("shape") if isinstance(manifest.get("dataset"), dict) else None
     if images.ndim != 4 or not images.is_floating_point() or (isinstance(shape, list) and list(images.shape[1:]) != shape):
@@ -130,8 +125,6 @@ def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -
         if shard["split"] != split:
             continue
         tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
-        if "images" not in tensors:
-            raise DataError(f"{str(out / shard_file(name))!r} has no 'images' tensor")
         _check_shard(tensors, manifest, str(out / shard_file(name)))
         n = len(tensors["images"])
         for hp in hp_names:

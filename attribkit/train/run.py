@@ -79,10 +79,7 @@ def read_run_meta(run: str | Path, verify: bool = True) -> dict:
         raise AttribkitError(f"run folder {str(run)!r} does not exist")
     found = storage.read_json_record(Path(run) / RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError, verify)
     meta = found.data
-    for key, kind in _REQUIRED.items():
-        if not isinstance(meta.get(key), kind):
-            what = "missing" if key not in meta else f"a {type(meta[key]).__name__}"
-            raise AttribkitError(f"{str(Path(run) / RUN_FILE)!r}: {key!r} is {what}, expected a {kind.__name__}")
+    storage.require_keys(meta, _REQUIRED, Path(run) / RUN_FILE, error=AttribkitError)
     if verify and storage.recorded_file(meta, WEIGHTS, str(Path(run) / RUN_FILE)) is None:
         storage.notice(f"run {str(run)!r} has no recorded sha256 for its files (written by an older attribkit) "
                        f"and cannot be verified; `attribkit verify --record {run}` records them")

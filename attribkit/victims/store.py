@@ -122,6 +122,14 @@ def _as_victim_record(data: dict, meta: Path) -> VictimRecord:
         raise AttribkitError(f"victim metadata {str(meta)!r} is corrupt: {exc}") from None
 
 
+def check_weights(zoo: str | Path, name: str) -> storage.FileCheck:
+    """The victim's weights against its record (which must itself be intact)."""
+    found = _read(zoo, name, verify=True)
+    weights = victim_path(zoo, name)
+    return storage.check_file(weights.parent, weights.name,
+                              storage.recorded_file(found.data, weights.name, str(record_path(zoo, name))))
+
+
 def read_record(zoo: str | Path, name: str, verify: bool = True) -> VictimRecord:
     return _as_victim_record(_read(zoo, name, verify).data, record_path(zoo, name))
 

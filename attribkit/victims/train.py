@@ -15,7 +15,7 @@ from ..errors import AttribkitError
 from ..specs import Dataset
 from ..versions import library_versions
 from .model import Victim
-from .store import FORMAT, VictimRecord, read_record, record_path, save_victim, victim_path, wrap
+from .store import VictimRecord, check_weights, read_record, record_path, save_victim, victim_path, wrap
 
 
 def make_record(architecture: str, dataset: Dataset, width: float | None, name: str | None = None) -> VictimRecord:
@@ -99,18 +99,13 @@ def _intact(zoo, name: str) -> bool:
     if not record_path(zoo, name).exists():  # the record is written after the weights: no record, no victim
         return False
     try:
-        found = storage.read_json_record(record_path(zoo, name), FORMAT, "a victim record", AttribkitError,
-                                         unversioned_ok=True)
-        weights = victim_path(zoo, name)
-        check = storage.check_file(weights.parent, weights.name,
-                                   storage.recorded_file(found.data, weights.name, str(record_path(zoo, name))))
+        check = check_weights(zoo, name)
     except AttribkitError as exc:
         storage.notice(f"{exc}; training victim {name!r} again")
         return False
     if check.state in ("ok", "unrecorded"):  # unrecorded: an older zoo, kept as it is
         return True
-    storage.notice(f"{str(weights)!r} {'is missing' if check.state == 'missing' else 'does not match its recorded sha256'}; "
-                   f"training victim {name!r} again")
+    storage.notice(f"{str(victim_path(zoo, name))!r} {check.problem}; training victim {name!r} again")
     return False
 
 
@@ -124,11 +119,9 @@ def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = Non
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise AttribkitError(f"epochs must be an integer ≥ 1, got {epochs!r}")  # before any victim is touched
-    for arch in architectures:
-        make_record(arch, dataset, width)  # an unknown architecture or a bad width: refused before training any
+    planned = [make_record(arch, dataset, width) for arch in architectures]  # bad names or widths: before any training
     records = []
-    for arch in architectures:
-        record = make_record(arch, dataset, width)
+    for arch, record in zip(architectures, planned):
         trained = force or not _intact(zoo, record.name)
         if trained:
             model, record = train_victim(record, dataset, epochs=epochs, seed=seed,
