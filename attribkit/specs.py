@@ -126,13 +126,16 @@ class VictimSpec:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A feature extractor for the attribution model (timm, features_only)."""
+    """A feature extractor for the attribution model: a timm model by name, or
+    ``create(in_chans=…, **kwargs)`` returning a module shaped like one (top-level
+    stage children named in ``feature_info``, and ``forward_features``)."""
 
     name: str
-    timm_name: str
+    timm_name: str = ""
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     width_kwargs: Callable[[float], Mapping[str, Any]] | None = None  # width multiplier → timm kwargs
     description: str = ""
+    create: Callable[..., torch.nn.Module] | None = None
 
     def create_kwargs(self, width: float) -> dict:
         if width == 1.0:

@@ -56,10 +56,10 @@ def _images_seen_in_training(monkeypatch, tiny_data, out, **config):
 def test_training_reads_the_images_rounded_to_8_bits(tiny_data, tmp_path, monkeypatch):
     raw = load_attribution_data(tiny_data, "train").images
     assert not torch.equal(raw, quantize(raw))  # C&W and PGD's random start leave values between 8-bit levels
-    seen = _images_seen_in_training(monkeypatch, tiny_data, tmp_path / "q")
+    seen = _images_seen_in_training(monkeypatch, tiny_data, tmp_path / "q", validation=0.0)
     assert torch.equal(seen, torch.round(seen * 255) / 255)
     assert torch.allclose(seen.sum(0), quantize(raw).sum(0), atol=1e-3)  # each image once per epoch, rounded
-    unrounded = _images_seen_in_training(monkeypatch, tiny_data, tmp_path / "raw", quantize=False)
+    unrounded = _images_seen_in_training(monkeypatch, tiny_data, tmp_path / "raw", quantize=False, validation=0.0)
     assert torch.allclose(unrounded.sum(0), raw.sum(0), atol=1e-3)
     assert not torch.equal(unrounded, torch.round(unrounded * 255) / 255)
 

@@ -1,4 +1,5 @@
 from attribkit.hookspecs import hookimpl
+from attribkit.model.convnet import ConvNet
 from attribkit.specs import BackboneSpec
 
 
@@ -11,3 +12,6 @@ def register_backbones(register):
     # The paper uses ResNet50 (MNIST) and ResNet101 (ImageNet) as shared layers.
     for name in ("resnet18", "resnet50", "resnet101"):
         register(BackboneSpec(name, name, width_kwargs=resnet_width, description=f"timm {name}, pretrained=False"))
+    register(BackboneSpec("convnet", create=ConvNet, width_kwargs=lambda width: {"width": width},
+                          description="plain 3×3 convolutions at full resolution (64/128/128 channels at width 1), "
+                                      "for small images"))

@@ -61,6 +61,13 @@ class Head(nn.Module):
         """Per-example answer, as shown by ``attribkit attribute``."""
         raise NotImplementedError
 
+    def report_figures(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                       label_spaces: dict) -> list:
+        """This head's section of ``attribkit evaluate``'s report: a list of
+        :class:`attribkit.figures.Figure`, drawn from every head's outputs on the
+        evaluated split and its labels (the columns of ``AttributionData.labels``)."""
+        return []
+
 
 class ClassificationHead(Head):
     def __init__(self, name: str, classes: list[str], in_features: int, branch: str, column: str | None = None):
@@ -80,6 +87,23 @@ class ClassificationHead(Head):
     def loss(self, output, batch):
         y, mask = self.target(batch)
         return F.cross_entropy(output[mask], y[mask]) if mask.any() else output.sum() * 0
+
+    def report_figures(self, outputs, labels, label_spaces):
+        from .. import figures
+
+        target, mask = self.target(labels)
+        predicted = outputs[self.name].argmax(1)
+        correct = ((predicted == target) & mask).float()
+        found = []
+        png = figures.confusion(target[mask], predicted[mask], self.classes, f"{self.name} attribution")
+        if png:
+            found.append(figures.Figure(f"confusion_{self.name}", f"{self.name}: confusion matrix",
+                                        f"true {self.name} (rows) against attributed (columns)", png))
+        found.append(figures.Figure(
+            f"cells_{self.name}", f"{self.name}: accuracy per attack × victim",
+            f"accuracy (%) of the {self.name} head in each cell of the evaluated split",
+            figures.cell_heatmap(figures.per_cell(correct, labels, label_spaces), f"{self.name} accuracy (%)", True)))
+        return found
 
     def answer(self, output, outputs):
         prob = output.softmax(1)
@@ -160,6 +184,32 @@ class HyperparameterHead(Head):
         picked = column[attack]
         out = display.gather(1, picked.clamp_min(0)[:, None]).squeeze(1)
         return out.where(picked >= 0, torch.tensor(float("nan")))
+
+    def report_figures(self, outputs, labels, label_spaces):
+        from .. import figures
+
+        attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(labels["attack"]), dtype=torch.long)
+        error = self.values(outputs[self.name], attack) - attributed_value(labels["hp"])
+        truth = attributed_value(labels["hp"])
+        points, units = {}, {}
+        for i, name in enumerate(self.attacks):
+            if not self.attack_hps[name]:
+                continue
+            h = self.attack_hps[name][0]
+            units[name] = f"{label_spaces['hyperparameters'][h].get('symbol', h)} {label_spaces['hyperparameters'][h].get('unit', '')}".strip()
+            of_attack = labels["attack"] == i
+            points[name] = [(v, float(error[of_attack & (truth == v)].pow(2).nanmean().sqrt()),
+                             int((of_attack & (truth == v)).sum())) for v in sorted(set(truth[of_attack].tolist()))
+                            if v == v]
+        return [
+            figures.Figure(f"rmse_per_value_{self.name}", f"{self.name}: RMSE per true value",
+                           "RMSE of the attributed value (attack predicted by the model) for each true value",
+                           figures.rmse_per_value(points, units, "hyperparameter RMSE per true value")),
+            figures.Figure(f"cells_{self.name}", f"{self.name}: RMSE per attack × victim",
+                           "RMSE in display units (ε×255, κ) in each cell",
+                           figures.cell_heatmap(figures.per_cell(error, labels, label_spaces, rmse=True),
+                                                "hyperparameter RMSE", False)),
+        ]
 
     def answer(self, output, outputs):
         attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(output), dtype=torch.long)

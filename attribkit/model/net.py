@@ -26,17 +26,50 @@ class Architecture:
     fusion: bool = True  # high-low feature fusion in the attack branch
     ae_width: float = 0.125  # of Table 6's 512/256 channels
     input_scale: int = 1
+    stem: str = "timm"  # or "stride1": see StagedBackbone
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class AttributionNet(nn.Module):
+class HeadedNet(nn.Module):
+    """A feature extractor with task heads on top: the attribution network and the baselines.
+    Subclasses give ``features`` (branch name → pooled features) and ``forward_train``."""
+
+    def _build_heads(self, head_builders: list, context: HeadContext, feature_dims: dict[str, int]) -> None:
+        context.feature_dims = feature_dims
+        heads = [build(context) for build in head_builders]
+        # classification heads first: regressors read the attack logits (eq. 7)
+        self.heads = nn.ModuleDict({h.name: h for h in sorted(heads, key=lambda h: h.task != "classification")})
+
+    def features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, _ = self.features(x)
+        return self.run_heads(features)
+
+    def forward_train(self, x: torch.Tensor, clean: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+        """Outputs plus an auxiliary loss (None: the network has none)."""
+        return self(x), None
+
+    def run_heads(self, features) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        for name, head in self.heads.items():
+            outputs[name] = head(features, outputs)
+        return outputs
+
+    def head_list(self) -> list[Head]:
+        return list(self.heads.values())
+
+
+class AttributionNet(HeadedNet):
     def __init__(self, arch: Architecture, backbone_spec, in_chans: int, image_size: int,
                  head_builders: list, context: HeadContext):
         super().__init__()
         self.arch = arch
-        self.backbone = StagedBackbone(backbone_spec, in_chans, image_size * arch.input_scale, arch.width)
+        self.backbone = StagedBackbone(backbone_spec, in_chans, image_size * arch.input_scale, arch.width,
+                                       stem=arch.stem)
         last = self.backbone.last_stage
         del self.backbone.last_stage  # it lives on in the branches
         self.branches = nn.ModuleDict(
@@ -44,11 +77,8 @@ class AttributionNet(nn.Module):
         ch = self.backbone.channels
         self.ae = PerturbationAutoEncoder(ch["pe"], arch.ae_width) if arch.perturbation else None
         pe_dim = self.ae.latent_channels if self.ae else 0
-        context.feature_dims = {"attack": ch["last"] + (ch["low"] if arch.fusion else 0) + pe_dim,
-                                "victim": ch["last"] + pe_dim}
-        heads = [build(context) for build in head_builders]
-        # classification heads first: regressors read the attack logits (eq. 7)
-        self.heads = nn.ModuleDict({h.name: h for h in sorted(heads, key=lambda h: h.task != "classification")})
+        self._build_heads(head_builders, context, {"attack": ch["last"] + (ch["low"] if arch.fusion else 0) + pe_dim,
+                                                   "victim": ch["last"] + pe_dim})
 
     def upscale(self, x: torch.Tensor) -> torch.Tensor:
         # nearest-neighbour copies pixels: no perturbation detail is invented or lost,
@@ -72,16 +102,6 @@ class AttributionNet(nn.Module):
                 extra[b].append(pool(taps["latent"]))
         return {b: torch.cat([high[b], *extra[b]], dim=1) for b in high}, taps
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features, _ = self.features(x)
-        return self.run_heads(features)
-
-    def run_heads(self, features) -> dict[str, torch.Tensor]:
-        outputs: dict[str, torch.Tensor] = {}
-        for name, head in self.heads.items():
-            outputs[name] = head(features, outputs)
-        return outputs
-
     def forward_train(self, x: torch.Tensor, clean: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
         """Outputs plus the perturbation loss (eq. 4), which needs the clean image."""
         features, taps = self.features(x)
@@ -90,6 +110,3 @@ class AttributionNet(nn.Module):
             target = self.backbone.stem_features(self.upscale(x)) - self.backbone.stem_features(self.upscale(clean))
             ae_loss = self.ae.loss(taps["latent"], target)
         return self.run_heads(features), ae_loss
-
-    def head_list(self) -> list[Head]:
-        return list(self.heads.values())

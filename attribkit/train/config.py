@@ -6,7 +6,12 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import AttribkitError
 
-MODELS = ("mtaa", "single-task", "single-label")
+MODELS = ("mtaa", "single-task", "single-label", "cnn")
+STEMS = ("timm", "stride1")
+SCHEDULES = ("cosine", "onecycle")
+# what a run.json written before a key existed was trained with: a new default
+# must not change what an old run is
+LEGACY = {"stem": "timm", "schedule": "cosine", "validation": 0.0, "per_cell": 0}
 _KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": ((int, float), "a number"),
           "bool": (bool, "true or false"), "tuple[str, ...]": ((list, tuple), "a list of names")}
 
@@ -26,11 +31,15 @@ class TrainConfig:
     regression: str = "per-attack"  # or "single"
     ae_weight: float = 1.0
     input_scale: int = 2  # nearest upscale before the backbone: its 4× stem averages 28-px perturbations away
+    stem: str = "timm"  # "stride1": no stem reduction, for small images (see model/backbone.py)
     epochs: int = 24
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-3
+    schedule: str = "cosine"  # or "onecycle" (warm-up then anneal)
     seed: int = 0
+    validation: float = 0.1  # fraction of the training clean images held out (see train/data.py)
+    per_cell: int = 0  # train on at most this many examples per cell (0 = all): learning curves
     quantize: bool = True  # train on 8-bit images: real adversarial images arrive as PNG
     heads: tuple[str, ...] = ()  # restrict to these head plugins; () = every one that applies
     label_values: bool = True  # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
@@ -46,6 +55,13 @@ class TrainConfig:
             raise AttribkitError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.loss not in ("uncertainty", "sum"):
             raise AttribkitError(f"loss must be 'uncertainty' or 'sum', got {self.loss!r}")
+        for name, allowed in (("stem", STEMS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise AttribkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 <= self.validation < 1:
+            raise AttribkitError(f"validation must be a fraction in [0, 1), got {self.validation}")
+        if self.per_cell < 0:
+            raise AttribkitError(f"per_cell must be ≥ 0 (0 = all), got {self.per_cell}")
         if self.regression not in ("per-attack", "single"):
             raise AttribkitError(f"regression must be 'per-attack' or 'single', got {self.regression!r}")
         for name in ("epochs", "batch_size", "input_scale"):
@@ -73,7 +89,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise AttribkitError(f"{where}: unknown key {unknown[0]!r} in the train config")
-        data = dict(data)
+        data = {**{k: v for k, v in LEGACY.items() if k not in data}, **data}
         if isinstance(data.get("heads"), list):
             data["heads"] = tuple(data["heads"])
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import AttribkitError, DataError
 from ..generate.store import CLEAN, load_split_with_manifest, read_data_file
 
 
@@ -18,6 +18,7 @@ class AttributionData:
     labels: dict[str, torch.Tensor]  # attack, victim (indices), hp (N, n_hp) display units / NaN
     label_spaces: dict
     fingerprint: str
+    clean_index: torch.Tensor  # (N,) which clean image of the split each was made from
 
     def __len__(self) -> int:
         return len(self.images)
@@ -31,6 +32,46 @@ class AttributionData:
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in self.labels.items()}
+
+    def subset(self, keep: torch.Tensor) -> "AttributionData":
+        """The examples where ``keep`` (a boolean mask) is true, in order."""
+        return AttributionData(self.images[keep], self.clean[keep], self.batch(keep), self.label_spaces,
+                               self.fingerprint, self.clean_index[keep])
+
+
+# The validation split is drawn with its own fixed seed, not the training seed,
+# so that every run on a data set (any model, any seed) holds out the same images.
+VALIDATION_SEED = 20261125
+
+
+def split_validation(data: AttributionData, fraction: float) -> tuple[AttributionData, AttributionData | None]:
+    """(train, validation): the examples made from a seeded ``fraction`` of the
+    split's clean images are held out, so no digit is on both sides."""
+    if fraction <= 0:
+        return data, None
+    ids = torch.unique(data.clean_index)
+    order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(VALIDATION_SEED))]
+    held = order[:max(1, round(fraction * len(ids)))]
+    in_validation = torch.isin(data.clean_index, held)
+    if in_validation.all():
+        raise AttribkitError(f"validation {fraction} leaves no training examples: the training split has "
+                             f"{len(ids)} clean image(s); use --validation 0")
+    return data.subset(~in_validation), data.subset(in_validation)
+
+
+def cap_per_cell(data: AttributionData, per_cell: int) -> AttributionData:
+    """At most ``per_cell`` examples of each (attack, victim, hyperparameter) cell, the first in data order."""
+    if per_cell <= 0:
+        return data
+    keys = torch.cat([data.labels["attack"][:, None].double(), data.labels["victim"][:, None].double(),
+                      torch.nan_to_num(data.labels["hp"].double(), nan=-1.0)], 1)
+    _, cell = torch.unique(keys, dim=0, return_inverse=True)
+    seen: dict[int, int] = {}
+    keep = torch.zeros(len(data), dtype=torch.bool)
+    for i, c in enumerate(cell.tolist()):
+        seen[c] = seen.get(c, 0) + 1
+        keep[i] = seen[c] <= per_cell
+    return data.subset(keep)
 
 
 def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> AttributionData:
@@ -50,7 +91,7 @@ def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> 
         "target": data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
     }
     return AttributionData(data["images"], clean["images"][index], labels,
-                           manifest["label_spaces"], manifest["fingerprint"])
+                           manifest["label_spaces"], manifest["fingerprint"], index)
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:

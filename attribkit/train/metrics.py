@@ -20,9 +20,11 @@ def _accuracy(pred: torch.Tensor, truth: torch.Tensor) -> float | None:
     return round(float((pred == truth).float().mean()), 6) if len(truth) else None
 
 
-def evaluate_members(members: dict[str, Member], data: AttributionData, quantized: bool) -> dict:
-    images = quantize(data.images) if quantized else data.images
-    outputs = predict(members, images)
+def evaluate_members(members: dict[str, Member], data: AttributionData, quantized: bool,
+                     outputs: dict[str, torch.Tensor] | None = None) -> dict:
+    """Metrics of the members on ``data``; ``outputs`` are their predictions if already made."""
+    if outputs is None:
+        outputs = predict(members, quantize(data.images) if quantized else data.images)
     sig = signatures(members, outputs)
     ls = data.label_spaces
     truth_hp = attributed_value(data.labels["hp"])

@@ -14,16 +14,17 @@ from torch import nn
 
 from .. import plugins
 from ..errors import AttribkitError
+from ..model.cnn import PlainCNN
 from ..model.combination import CombinationHead
 from ..model.heads import HeadContext, HyperparameterHead, attributed_value
 from ..model.losses import UncertaintyWeighting
-from ..model.net import Architecture, AttributionNet
+from ..model.net import Architecture, AttributionNet, HeadedNet
 from .config import TrainConfig
 
 
 @dataclass
 class Member:
-    net: AttributionNet
+    net: HeadedNet
     weighting: UncertaintyWeighting
 
 
@@ -46,19 +47,25 @@ def head_plugins(members: dict[str, Member]) -> dict[str, str]:
 
 def build_members(config: TrainConfig, label_spaces: dict, stats: dict, columns: list[str], in_chans: int,
                   image_size: int, combinations: list[str] | None = None) -> dict[str, Member]:
-    backbone = plugins.get("backbones", config.backbone)
-    full = Architecture(config.backbone, config.width, config.perturbation, config.task_specific, config.fusion,
-                        input_scale=config.input_scale)
-    plain = Architecture(config.backbone, config.width, perturbation=False, task_specific=False, fusion=False,
-                         input_scale=config.input_scale)
-
     def context(**kw):
         return HeadContext(label_spaces, {}, stats, **{"regression": config.regression, **kw})
 
-    def member(arch, builders, ctx):
-        net = AttributionNet(arch, backbone, in_chans, image_size, builders, ctx)
+    def weighted(net):
         tasks = {h.name: h.task for h in net.head_list()}
         return Member(net, UncertaintyWeighting(tasks, config.loss if len(tasks) > 1 else "sum"))
+
+    if config.model == "cnn":
+        # one plain CNN per signature; its regressor picks the attack CNN's predicted attack's output
+        specs = applicable_heads(columns, config)
+        return {s.name: weighted(PlainCNN(in_chans, [s.build], context(attack_logits=False))) for s in specs}
+    backbone = plugins.get("backbones", config.backbone)
+    full = Architecture(config.backbone, config.width, config.perturbation, config.task_specific, config.fusion,
+                        input_scale=config.input_scale, stem=config.stem)
+    plain = Architecture(config.backbone, config.width, perturbation=False, task_specific=False, fusion=False,
+                         input_scale=config.input_scale, stem=config.stem)
+
+    def member(arch, builders, ctx):
+        return weighted(AttributionNet(arch, backbone, in_chans, image_size, builders, ctx))
 
     if config.model == "mtaa":
         specs = applicable_heads(columns, config)

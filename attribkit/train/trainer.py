@@ -13,7 +13,7 @@ from ..errors import AttribkitError
 from ..model.combination import combinations_of
 from ..versions import library_versions
 from .config import TrainConfig
-from .data import AttributionData, load_attribution_data, quantize, target_stats
+from .data import AttributionData, cap_per_cell, load_attribution_data, quantize, split_validation, target_stats
 from .metrics import evaluate_members
 from .models import Member, build_members, head_plugins
 from .run import save_run
@@ -30,7 +30,9 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
-    train_data = load_attribution_data(data_dir, "train", verify)
+    # validation first, so it is the same examples whatever per_cell keeps
+    train_data, validation = split_validation(load_attribution_data(data_dir, "train", verify), config.validation)
+    train_data = cap_per_cell(train_data, config.per_cell)
     test_data = load_attribution_data(data_dir, "test", verify)
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
@@ -41,7 +43,7 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
         "config": config.to_dict(),
         "heads": head_plugins(members),
         "data": {"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
-                 "test": len(test_data)},
+                 "validation": len(validation) if validation is not None else 0, "test": len(test_data)},
         "label_spaces": train_data.label_spaces, "target_stats": stats, "combinations": combos,
         "columns": train_data.columns, "input": {"in_chans": in_chans, "image_size": image_size},
         "members": list(members), "versions": library_versions(),
@@ -49,18 +51,32 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     }
     history = []
     start = time.time()
+    # per-epoch metrics are on the validation split when there is one: the test split is for the end
+    watched = (validation, "validation") if validation is not None else (test_data, "test")
     for name, member in members.items():
-        history += _fit(name, member, train_data, test_data, config, on_step, on_epoch)
+        history += _fit(name, member, train_data, watched, config, on_step, on_epoch)
     meta["seconds"] = round(time.time() - start, 1)
-    final = evaluate_members(members, test_data, config.quantize)
-    final.pop("_signatures")
-    meta["final_test_metrics"] = final
+    if validation is not None:
+        meta["final_validation_metrics"] = _metrics(members, validation, config)
+    meta["final_test_metrics"] = _metrics(members, test_data, config)
     meta["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
     save_run(out, meta, members, history)
     return meta
 
 
-def _fit(name: str, member: Member, train_data: AttributionData, test_data: AttributionData, config: TrainConfig,
+def _metrics(members: dict[str, Member], data: AttributionData, config: TrainConfig) -> dict:
+    result = evaluate_members(members, data, config.quantize)
+    result.pop("_signatures")
+    return result
+
+
+def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+
+def _fit(name: str, member: Member, train_data: AttributionData, watched: tuple[AttributionData, str], config: TrainConfig,
          on_step: StepCallback | None, on_epoch: EpochCallback | None) -> list[dict]:
     net, heads = member.net, member.net.head_list()
     # log σ is a task weight, not a model weight: no decay on it
@@ -68,7 +84,7 @@ def _fit(name: str, member: Member, train_data: AttributionData, test_data: Attr
                             {"params": list(member.weighting.parameters()), "weight_decay": 0.0}], lr=config.lr)
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    sched = _schedule(opt, config, total)
     gen = torch.Generator().manual_seed(config.seed)
     images = quantize(train_data.images) if config.quantize else train_data.images
     history, step = [], 0
@@ -95,9 +111,8 @@ def _fit(name: str, member: Member, train_data: AttributionData, test_data: Attr
             count += len(idx)
             if on_step:
                 on_step(name, step, total, loss.item())
-        metrics = evaluate_members({name: member}, test_data, config.quantize)
-        metrics.pop("_signatures")
-        row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5),
+        metrics = _metrics({name: member}, watched[0], config)
+        row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5), "split": watched[1],
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         history.append(row)
         if on_epoch:
