@@ -285,16 +285,28 @@ def _print_summary(summary: dict, out: str) -> None:
 @cli.command("train")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New run folder.")
-@click.option("--model", type=click.Choice(["mtaa", "single-task", "single-label"]), default="mtaa", show_default=True,
-              help="MTAA, one network per signature, or one class per attack×victim×value combination.")
+@click.option("--model", type=click.Choice(["mtaa", "single-task", "single-label", "cnn"]), default="mtaa",
+              show_default=True,
+              help="MTAA; one network per signature; one class per attack×victim×value combination; or the plain "
+                   "4-layer CNN baseline, one per signature (it ignores the backbone, width, input scale and stem).")
 @click.option("--backbone", default="resnet18", show_default=True, help="See `attribkit list backbones`.")
 @click.option("--width", type=float, default=0.25, show_default=True, help="Backbone width (1.0 = paper's, slow on CPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--input-scale", type=click.IntRange(min=1), default=2, show_default=True,
               help="Nearest-neighbour upscale before the backbone (1 = none).")
+@click.option("--stem", type=click.Choice(["timm", "stride1"]), default="timm", show_default=True,
+              help="The backbone's stem as timm builds it (4× reduction), or stride 1 with no stem pooling: keeps "
+                   "every pixel of small images such as 28-px MNIST.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "onecycle"]), default="cosine", show_default=True,
+              help="Learning-rate schedule: cosine annealing (the paper's) or one-cycle (warm-up, then anneal).")
 @click.option("--weight-decay", type=float, default=1e-3, show_default=True)
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Fraction of the training split's clean images held out as a validation split (the same for "
+                   "every run on a data set); per-epoch metrics are measured on it, never on test. 0 = none.")
+@click.option("--per-cell", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train on at most this many examples per attack × victim × value cell (0 = all).")
 @click.option("--loss", type=click.Choice(["uncertainty", "sum"]), default="uncertainty", show_default=True,
               help="Uncertainty-weighted (eq. 14) or plain sum of task losses.")
 @click.option("--regression", type=click.Choice(["per-attack", "single"]), default="per-attack", show_default=True,
@@ -306,8 +318,9 @@ def _print_summary(summary: dict, out: str) -> None:
 @click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 64 - 1), default=0, show_default=True)
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, lr, weight_decay, loss, regression,
-              no_perturbation, no_task_specific, no_fusion, heads, seed, no_verify, as_json):
+def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, stem, lr, schedule, weight_decay,
+              validation, per_cell, loss, regression, no_perturbation, no_task_specific, no_fusion, heads, seed,
+              no_verify, as_json):
     """Train an attribution model on a generated data set.
 
     Adam with cosine LR (the paper's settings by default). The run folder
@@ -319,12 +332,12 @@ def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_s
     _warn_plugin_errors()
     config = TrainConfig(model=model, backbone=backbone, width=width, perturbation=not no_perturbation,
                          task_specific=not no_task_specific, fusion=not no_fusion, loss=loss, regression=regression,
-                         epochs=epochs, batch_size=batch_size, input_scale=input_scale, lr=lr,
-                         weight_decay=weight_decay, seed=seed,
-                         heads=tuple(heads))
+                         epochs=epochs, batch_size=batch_size, input_scale=input_scale, stem=stem, lr=lr,
+                         schedule=schedule, weight_decay=weight_decay, validation=validation, per_cell=per_cell,
+                         seed=seed, heads=tuple(heads))
     meta = _train(data_dir, config, out, verify=not no_verify)
     summary = {"run": out, "model": model, "seconds": meta["seconds"], "parameters": meta["parameters"],
-               "test": meta["final_test_metrics"]}
+               "validation": meta.get("final_validation_metrics"), "test": meta["final_test_metrics"]}
     if as_json:
         _echo_json(summary)
     else:
@@ -400,25 +413,31 @@ def attribute_cmd(run, inputs, no_verify, as_json):
 @cli.command("evaluate")
 @click.option("--run", required=True, type=click.Path(file_okay=False), help="The run to evaluate.")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
-@click.option("--baseline", type=click.Path(file_okay=False), help="A baseline run, for Δ_MTL (eq. 15).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(file_okay=False),
+              help="A baseline run (single-task, cnn, …), for Δ_MTL (eq. 15); repeat for several rows.")
+@click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True,
+              help="validation: the run's held-out training images (see `train --validation`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(run, data_dir, baseline, split, out, no_verify, as_json):
+def evaluate_cmd(run, data_dir, baselines, split, out, no_verify, as_json):
     """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
-    Δ_MTL against a baseline, parameters, FLOPs and confusion matrices;
-    written as evaluation.json, evaluation.md and PNGs."""
+    Δ_MTL against baselines, parameters and FLOPs, and the paper's figures
+    (t-SNE of the features, perturbations per attack and victim, training
+    curves, confusion matrices, per-cell heat maps, RMSE per value); written
+    as evaluation.json, evaluation.md, PNGs and one self-contained report.html."""
     from .evaluate import evaluate
 
-    report = evaluate(run, data_dir, baseline, out, split, verify=not no_verify)
+    report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify)
     if as_json:
         _echo_json(report)
         return
     from rich.markdown import Markdown
 
-    Console().print(Markdown(Path(report["out"], "evaluation.md").read_text()))
-    err_console.print(f"written to {report['out']}/ (evaluation.json, evaluation.md, confusion_*.png)")
+    text = Path(report["out"], "evaluation.md").read_text()
+    Console().print(Markdown("\n".join(line for line in text.splitlines() if not line.startswith("!["))))
+    err_console.print(f"written to {report['out']}/: report.html (every table and figure in one page), "
+                      f"evaluation.json, evaluation.md and {len(report['plots'])} PNGs")
 
 
 @cli.command("verify")

@@ -2,24 +2,26 @@
 
 Attack and victim accuracy, hyperparameter RMSE in the paper's units
 (ε×255, κ) overall and per attack, per-attack × per-victim tables (Tables
-2–5), Δ_MTL against a baseline run (eq. 15), parameters and FLOPs, and
-confusion matrices; written as JSON, Markdown and PNG.
+2–5), Δ_MTL against one or more baseline runs (eq. 15), parameters and
+FLOPs; written as JSON and Markdown, with the figures (see attribkit.report)
+as PNGs and all of it in one self-contained report.html.
 """
 
 from __future__ import annotations
 
-import io
+import json
 from pathlib import Path
 
 import torch
 
 from . import storage
 from .errors import AttribkitError
+from .report import html_report, model_figures, write_figures
 from .train.config import TrainConfig
-from .train.data import AttributionData, load_attribution_data
+from .train.data import AttributionData, load_attribution_data, quantize, split_validation
 from .train.metrics import cross_table, evaluate_members
-from .train.models import Member
-from .train.run import load_run
+from .train.models import Member, heads_of, predict
+from .train.run import METRICS_JSON, load_run, read_run_meta
 
 # (metric, higher is better) for Δ_MTL, eq. 15
 TASK_METRICS = (("attack_accuracy", True), ("victim_accuracy", True), ("hp_rmse", False))
@@ -56,65 +58,71 @@ def delta_mtl(model: dict, baseline: dict) -> float | None:
     return round(100 * sum(terms) / len(terms), 3) if terms else None
 
 
-def _evaluate_one(run: str, data: AttributionData, verify: bool) -> tuple[dict, dict, dict]:
+def _evaluate_one(run: str, data: AttributionData, verify: bool, figures: bool = False) -> tuple[dict, dict, dict]:
+    """(run meta, metrics, sections of figures if ``figures``)."""
     meta, members = load_run(run, verify)
     check_label_spaces(meta, data, run)
-    result = evaluate_members(members, data, TrainConfig.from_dict(meta["config"]).quantize)  # a default if absent
+    images = quantize(data.images) if TrainConfig.from_dict(meta["config"]).quantize else data.images
+    outputs = predict(members, images)
+    result = evaluate_members(members, data, False, outputs)
     sig = result.pop("_signatures")
     result["parameters_m"] = round(sum(sum(p.numel() for p in m.net.parameters()) for m in members.values()) / 1e6, 3)
     result["gflops"] = round(count_flops(members, meta["input"]["in_chans"], meta["input"]["image_size"]) / 1e9, 4)
     metrics = [m for m, _ in TASK_METRICS] + (["combination_accuracy"] if "combination_correct" in sig else [])
     result["tables"] = {metric: cross_table(sig, data, metric) for metric in metrics}
-    return meta, result, sig
+    sections = []
+    if figures:
+        history = _history(Path(run), meta, verify)
+        sections.append(("The model", model_figures(members, data, images, history)))
+        sections += [(f"Head: {name}", head.report_figures(outputs, data.labels, data.label_spaces))
+                     for name, head in heads_of(members).items()]
+    return meta, result, sections
 
 
-def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | None = None,
+def _history(run: Path, meta: dict, verify: bool) -> list[dict]:
+    expected = storage.recorded_file(meta, METRICS_JSON, str(run / "run.json")) if verify else None
+    try:
+        history = json.loads(storage.read_bytes(run / METRICS_JSON, expected, error=AttribkitError))["epochs"]
+    except (ValueError, KeyError, TypeError):
+        raise AttribkitError(f"{str(run / METRICS_JSON)!r} is not a run's metrics file") from None
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "member" in r and "epoch" in r for r in history):
+        raise AttribkitError(f"{str(run / METRICS_JSON)!r} is not a run's metrics file")
+    return history
+
+
+def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list | tuple | None = None,
              out: str | Path | None = None, split: str = "test", verify: bool = True) -> dict:
-    """``verify=False`` reads the run(s) and data set without checking their recorded hashes."""
-    data = load_attribution_data(data_dir, split, verify)
-    meta, result, sig = _evaluate_one(str(run), data, verify)
+    """``baseline`` is one run or several: each gets a row and a Δ_MTL; the first is
+    the report's ``baseline``. ``verify=False`` reads the run(s) and data set without
+    checking their recorded hashes."""
+    if split == "validation":  # the run's own held-out images
+        fraction = TrainConfig.from_dict(read_run_meta(run, verify)["config"], where=str(run)).validation
+        if fraction <= 0:
+            raise AttribkitError(f"run {str(run)!r} was trained without a validation split; use --split test")
+        data = split_validation(load_attribution_data(data_dir, "train", verify), fraction)[1]
+    else:
+        data = load_attribution_data(data_dir, split, verify)
+    meta, result, sections = _evaluate_one(str(run), data, verify, figures=True)
     report = {"run": str(run), "model": meta["config"]["model"], "data": str(data_dir), "split": split, **result}
-    if baseline:
-        base_meta, base, _ = _evaluate_one(str(baseline), data, verify)
+    baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])
+    rows = []
+    for path in baselines:
+        base_meta, base, _ = _evaluate_one(str(path), data, verify)
         base.pop("tables")
-        report["baseline"] = {"run": str(baseline), "model": base_meta["config"]["model"], **base}
-        report["delta_mtl_percent"] = delta_mtl(result, base)
+        rows.append({"run": str(path), "model": base_meta["config"]["model"], **base,
+                     "delta_mtl_percent": delta_mtl(result, base)})
+    if rows:
+        report["baselines"] = rows
+        report["baseline"] = rows[0]
+        report["delta_mtl_percent"] = rows[0]["delta_mtl_percent"]
     out = Path(out) if out else Path(run) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = _confusion_plots(sig, data, out)
+    report["plots"] = write_figures(out, sections)
     storage.write_json(out / "evaluation.json", report)
     storage.write_text(out / "evaluation.md", markdown(report))
+    storage.write_text(out / "report.html", html_report(report, sections))
     report["out"] = str(out)
     return report
-
-
-def _confusion_plots(sig: dict, data: AttributionData, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    written = []
-    for name in ("attack", "victim"):
-        if name not in sig:
-            continue
-        labels = data.label_spaces[name]
-        if len(labels) < 2:  # one class: nothing to confuse
-            continue
-        fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
-        ConfusionMatrixDisplay.from_predictions(data.labels[name].numpy(), sig[name].numpy(),
-                                                labels=list(range(len(labels))), display_labels=labels,
-                                                ax=ax, colorbar=False, xticks_rotation=45)
-        ax.set_title(f"{name} attribution ({len(data)} test examples)")
-        fig.tight_layout()
-        path = out / f"confusion_{name}.png"
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=110)
-        plt.close(fig)
-        storage.write_bytes(path, png.getvalue())
-        written.append(str(path))
-    return written
 
 
 def _pct(v) -> str:
@@ -125,17 +133,26 @@ def _num(v) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def _signed(v) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Evaluation of `{report['run']}` ({report['model']})", "",
              f"Data: `{report['data']}` ({report['split']} split, {report['examples']} examples).", "",
              "| model | params (M) | GFLOPs | attack acc (%) | victim acc (%) | hyperparameter RMSE | Δ_MTL (%) |",
              "|---|---|---|---|---|---|---|"]
-    rows = [report] + ([report["baseline"]] if "baseline" in report else [])
+    baselines = report.get("baselines", [])
+    rows = [report] + baselines
     for i, r in enumerate(rows):
-        delta = report.get("delta_mtl_percent") if i == 0 and "baseline" in report else (0.0 if i else None)
+        # the evaluated model's Δ_MTL is against the first baseline; a baseline's own row is its reference, 0
+        delta = report.get("delta_mtl_percent") if i == 0 and baselines else (0.0 if i == 1 else None)
         lines.append(f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflops']:.4f} | {_pct(r.get('attack_accuracy'))} | "
                      f"{_pct(r.get('victim_accuracy'))} | {_num(r.get('hp_rmse'))} | "
-                     f"{'–' if delta is None else f'{delta:+.2f}'} |")
+                     f"{_signed(delta)} |")
+    if len(baselines) > 1:
+        lines += ["", f"Δ_MTL (%) of {report['model']} against each baseline: " + ", ".join(
+            f"{b['model']} (`{b['run']}`) {_signed(b['delta_mtl_percent'])}" for b in baselines) + "."]
     if report.get("hp_rmse_per_attack"):
         lines += ["", "Hyperparameter RMSE per attack (ε×255 for L∞ attacks, κ for C&W):", "",
                   "| attack | RMSE |", "|---|---|"]

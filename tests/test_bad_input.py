@@ -829,7 +829,7 @@ def _(w):
 
 @refuse("evaluate/split-unknown", names=("--split",))
 def _(w):
-    return _evaluate(w, None, None, "--split", "validation")
+    return _evaluate(w, None, None, "--split", "holdout")
 
 
 @refuse("evaluate/out-is-a-file", names=("--out",))

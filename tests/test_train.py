@@ -1,3 +1,5 @@
+import base64
+import io
 import json
 
 import numpy as np
@@ -74,9 +76,10 @@ def test_run_folder_holds_everything_to_reproduce_and_attribute(mtaa_run):
     final, data = meta["final_test_metrics"], saved["data"]["path"]
     assert final["attack_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "attack"), abs=1e-6)
     assert final["victim_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "victim"), abs=1e-6)
-    # the last epoch's test metrics are the saved model's
+    # each epoch is measured on the validation split; the last one's metrics are the saved model's
+    assert {e["split"] for e in epochs} == {"validation"}
     assert {k: epochs[-1][k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")} == \
-        {k: final[k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")}
+        {k: meta["final_validation_metrics"][k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")}
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,member")
     assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter"}
 
@@ -170,10 +173,23 @@ def test_evaluate_writes_tables_plots_and_delta_mtl(mtaa_run, tiny_data, tmp_pat
     assert set(report["tables"]["victim_accuracy"]["fgsm"]) == {"tiny-resnet", "tiny-vgg"}
     assert report["baseline"]["model"] == "single-task" and report["parameters_m"] > 0 and report["gflops"] > 0
     assert report["delta_mtl_percent"] == delta_mtl(report, report["baseline"])
+    figures = {"confusion_attack", "confusion_victim", "cells_attack", "cells_victim", "cells_hyperparameter",
+               "rmse_per_value_hyperparameter", "tsne_features", "perturbations", "training_curves"}
     files = {p.name for p in (tmp_path / "eval").iterdir()}
-    assert files == {"evaluation.json", "evaluation.md", "confusion_attack.png", "confusion_victim.png"}
+    assert files == {"evaluation.json", "evaluation.md", "report.html"} | {f"{f}.png" for f in figures}
+    for name in figures:
+        png = (tmp_path / "eval" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        with Image.open(io.BytesIO(png)) as image:
+            assert min(image.size) >= 200  # drawn, not an empty stub
     md = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "| mtaa |" in md and "| single-task |" in md and "per attack × victim" in md
+    page = (tmp_path / "eval" / "report.html").read_text()
+    # self-contained: every figure inline, nothing fetched from elsewhere
+    assert page.count("data:image/png;base64,") == len(figures) and "http" not in page
+    for name in figures:
+        inline = page.split(f'alt="{name}" src="data:image/png;base64,')[1].split('"')[0]
+        assert base64.b64decode(inline) == (tmp_path / "eval" / f"{name}.png").read_bytes()
 
 
 def test_delta_mtl_follows_eq_15():
@@ -201,6 +217,10 @@ def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_d
             recomputed_accuracy(tmp_path / "run", tiny_data, "norm"), abs=1e-6)
         (row,) = attribute(tmp_path / "run", [str(_one_png(tiny_data, tmp_path))])["results"]
         assert row["norm"] in ("L2", "Linf") and 0 < row["norm_probability"] <= 1
+        evaluate(tmp_path / "run", tiny_data, out=tmp_path / "eval")
+        page = (tmp_path / "eval" / "report.html").read_text()
+        assert "<h2>Head: norm</h2>" in page and 'alt="confusion_norm"' in page  # its own section
+        assert (tmp_path / "eval" / "cells_norm.png").exists()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"] == "norm-head"
     with pytest.raises(AttribkitError, match="trained with head 'norm' from plugin 'norm-head', which is not installed"):
         load_run(tmp_path / "run")  # without the plugin the run has a head nobody builds

@@ -1,0 +1,133 @@
+"""``attribkit evaluate``'s pictures and its self-contained ``report.html``.
+
+The report is assembled from pieces: the model's own figures (t-SNE of its
+features, the perturbations it attributes, its training curves) and one
+section per head, from each head's ``report_figures`` — so a head shipped by
+a plugin adds its own section without a change here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import torch
+
+from . import figures
+from .figures import Figure
+from .train.data import AttributionData
+from .train.models import Member
+
+
+@torch.no_grad()
+def features_of(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Every member's attack and victim features side by side (a shared branch once)."""
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        parts = []
+        for m in members.values():
+            feats, _ = m.net.eval().features(images[i:i + batch_size])
+            unique = {id(t): t for t in feats.values()}
+            parts += list(unique.values())
+        chunks.append(torch.cat(parts, 1))
+    return torch.cat(chunks)
+
+
+def model_figures(members: dict[str, Member], data: AttributionData, images: torch.Tensor,
+                  history: list[dict], tsne: bool = True) -> list[Figure]:
+    ls = data.label_spaces
+    found = []
+    if tsne:
+        groups = [f"{ls['attack'][a]} · {ls['victim'][v]}"
+                  for a, v in zip(data.labels["attack"].tolist(), data.labels["victim"].tolist())]
+        png = figures.tsne(features_of(members, images), groups, "t-SNE of the attribution features")
+        if png:
+            found.append(Figure("tsne_features", "Features by attack × victim (paper Fig. 2)",
+                                f"t-SNE of the features the heads read, up to {figures.TSNE_POINTS} examples of the "
+                                f"evaluated split, coloured by true attack and victim", png))
+    grid = perturbation_grid(data)
+    if grid:
+        clean, cells = grid
+        found.append(Figure("perturbations", "Perturbations per attack and victim (paper Figs. 3–4)",
+                            "adversarial minus clean for one clean image; the value under each is its hyperparameter",
+                            figures.perturbations(cells, ls["attack"], ls["victim"], clean,
+                                                  "one clean image, every attack × victim")))
+    png = figures.training_curves(history, "training curves")
+    if png:
+        found.append(Figure("training_curves", "Training curves (paper Fig. 7)",
+                            "each signature's metric after each epoch, per member", png))
+    return found
+
+
+def perturbation_grid(data: AttributionData) -> tuple[torch.Tensor, dict] | None:
+    """The clean image attacked in the most attack × victim cells, and in each such
+    cell the example at its middle hyperparameter value."""
+    if len(data) == 0:
+        return None
+    cells_of: dict[int, set] = {}
+    for c, a, v in zip(data.clean_index.tolist(), data.labels["attack"].tolist(), data.labels["victim"].tolist()):
+        cells_of.setdefault(c, set()).add((a, v))
+    best = max(sorted(cells_of), key=lambda c: len(cells_of[c]))
+    ls = data.label_spaces
+    hp = torch.nan_to_num(data.labels["hp"], nan=0.0).sum(1)
+    grid = {}
+    for a, v in sorted(cells_of[best]):
+        rows = torch.nonzero((data.clean_index == best) & (data.labels["attack"] == a)
+                             & (data.labels["victim"] == v)).flatten()
+        rows = rows[hp[rows].argsort()]
+        i = int(rows[len(rows) // 2])
+        grid[ls["attack"][a], ls["victim"][v]] = (data.images[i] - data.clean[i], _value_label(data, i))
+    first = int(torch.nonzero(data.clean_index == best)[0])
+    return data.clean[first], grid
+
+
+def _value_label(data: AttributionData, i: int) -> str:
+    names = list(data.label_spaces["hyperparameters"])
+    values = data.labels["hp"][i].tolist()
+    return ", ".join(f"{data.label_spaces['hyperparameters'][n].get('symbol', n)} {v:g}"
+                     for n, v in zip(names, values) if v == v)
+
+
+def write_figures(out: Path, sections: list[tuple[str, list[Figure]]]) -> list[str]:
+    from . import storage
+
+    written = []
+    for _, found in sections:
+        for f in found:
+            storage.write_bytes(out / f"{f.name}.png", f.png)
+            written.append(str(out / f"{f.name}.png"))
+    return written
+
+
+def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
+    """One self-contained page: the summary table, then every section's figures inline."""
+    esc = html.escape
+    rows = [report] + report.get("baselines", [])
+    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"
+    num = lambda v: "–" if v is None else f"{v:.2f}"
+    table = "".join(
+        f"<tr><td>{esc(r['model'])}</td><td>{esc(str(r.get('run', report['run'])))}</td>"
+        f"<td>{r['parameters_m']:.2f}</td><td>{r['gflops']:.4f}</td><td>{pct(r.get('attack_accuracy'))}</td>"
+        f"<td>{pct(r.get('victim_accuracy'))}</td><td>{num(r.get('hp_rmse'))}</td>"
+        f"<td>{num(report.get('delta_mtl_percent')) if i == 0 else num(r.get('delta_mtl_percent'))}</td></tr>"
+        for i, r in enumerate(rows))
+    body = [f"<h1>Evaluation of {esc(str(report['run']))} ({esc(report['model'])})</h1>",
+            f"<p>Data: {esc(str(report['data']))}, {esc(report['split'])} split, {report['examples']} examples.</p>",
+            "<table><tr><th>model</th><th>run</th><th>params (M)</th><th>GFLOPs</th><th>attack acc (%)</th>"
+            "<th>victim acc (%)</th><th>hyperparameter RMSE</th><th>Δ_MTL (%)</th></tr>" + table + "</table>",
+            "<p>Δ_MTL (eq. 15): of the evaluated model against the first baseline (first row), and of the "
+            "evaluated model against each baseline (its row).</p>"]
+    for title, found in sections:
+        if not found:
+            continue
+        body.append(f"<h2>{esc(title)}</h2>")
+        for f in found:
+            data = base64.b64encode(f.png).decode()
+            body.append(f"<figure><img alt=\"{esc(f.name)}\" src=\"data:image/png;base64,{data}\">"
+                        f"<figcaption><b>{esc(f.title)}.</b> {esc(f.caption)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+             "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}figure{margin:1.5em 0}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>attribkit evaluation</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
