@@ -294,3 +294,27 @@ def test_targeted_attacks_get_random_other_targets_and_succeed_only_on_them(tiny
     with torch.no_grad():
         logits = tiny_resnet(data["images"][targeted])
     assert torch.allclose(data["margin"][targeted], -logit_margin(logits, data["target"][targeted]), atol=1e-4)
+
+
+def test_pilot_stops_a_hopeless_grid_point_and_keeps_every_other_example(tiny_zoo, tmp_path):
+    # κ = 10⁴ is out of any tiny victim's reach in 25 steps; κ = 1 is within it
+    attacks = [{"name": "cw", "grid": {"kappa": [1, 10000]}, "settings": {"steps": 25}}]
+    plain = generate(tiny(tiny_zoo, victims=["tiny-resnet"], attacks=attacks, max_attempts_factor=8), tmp_path / "a")
+    piloted = generate(tiny(tiny_zoo, victims=["tiny-resnet"], attacks=attacks, max_attempts_factor=8, pilot=8),
+                       tmp_path / "b")
+    assert "pilot" not in plain["scenario"] and piloted["scenario"]["pilot"] == 8
+    assert plain["fingerprint"] != piloted["fingerprint"]  # other data: a pilot run never resumes a plain one
+    for shard, cells in ((s, piloted["shards"][s]["cells"]) for s in plain["shards"]):
+        reachable, hopeless = cells
+        assert hopeless["succeeded"] == 0 and hopeless["stopped_by_pilot"]
+        assert hopeless["attempted"] == 8 < plain["shards"][shard]["cells"][1]["attempted"]
+        assert "stopped_by_pilot" not in reachable and reachable == plain["shards"][shard]["cells"][0]
+        a, _ = read_tensors(tmp_path / "a" / "shards" / shard)
+        b, _ = read_tensors(tmp_path / "b" / "shards" / shard)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same examples, bit for bit
+
+
+def test_a_scenario_without_pilot_keeps_its_fingerprint(tiny_zoo):
+    assert tiny(tiny_zoo).fingerprint() == tiny(tiny_zoo, pilot=0).fingerprint()
+    with pytest.raises(Exception, match="pilot"):
+        tiny(tiny_zoo, pilot=-1)

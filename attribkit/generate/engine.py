@@ -5,7 +5,12 @@ batch, in one seeded order per split shared by every job: if each cell drew
 its own digits, the digit would give away the cell's labels and an
 attribution model would learn digits instead of perturbations. It goes on
 until every grid point of the attack has its quota of successful examples or
-has attacked ``max_attempts_factor × quota`` images. Each job derives its own
+has attacked ``max_attempts_factor × quota`` images, or (with the scenario's
+``pilot``) has attacked ``pilot`` images without a single success: a κ the
+victim never reaches costs its whole attempt budget otherwise. Stopping a
+point only leaves out batches it would have failed or succeeded on later; the
+examples kept for every point are the same ones (attacks compute each
+example independently of the batch it is in). Each job derives its own
 seed (for random starts) from the scenario's, so a resumed run produces the
 same shards as an uninterrupted one.
 """
@@ -233,8 +238,9 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
     attempted = [0] * len(points)
     succeeded = [0] * len(points)
     max_attempts = int(scenario.max_attempts_factor * quota)
+    hopeless = lambda i: scenario.pilot > 0 and attempted[i] >= scenario.pilot and succeeded[i] == 0
     for b, start in enumerate(range(0, len(pool), scenario.batch_size)):
-        active = [i for i in range(len(points)) if need[i] > 0 and attempted[i] < max_attempts]
+        active = [i for i in range(len(points)) if need[i] > 0 and attempted[i] < max_attempts and not hopeless(i)]
         if not active:
             break
         idx = pool[start:start + scenario.batch_size]
@@ -255,7 +261,8 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
                 need[i] -= len(chosen)
                 progress.advance(len(chosen))
     cells = [{"values": points[i], "attempted": attempted[i], "succeeded": succeeded[i], "kept": quota - need[i],
-              "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None}
+              "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None,
+              **({"stopped_by_pilot": True} if hopeless(i) and attempted[i] < max_attempts else {})}
              for i in range(len(points))]
     rows = [r for per_point in kept for r in per_point]
     if not rows:  # every example failed: an empty shard with the usual columns

@@ -58,9 +58,13 @@ class Scenario:
     batch_size: int = 64
     max_attempts_factor: float = 8.0  # give up on a cell after attacking this × its quota
     keep_failed: bool = False
+    pilot: int = 0  # give up on a grid point that no attempt of the first `pilot` images succeeded on (0 = never)
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # lists, as it reads back from manifest.json
+        data = json.loads(json.dumps(asdict(self)))  # lists, as it reads back from manifest.json
+        if not self.pilot:  # absent when off: data sets made before the pilot keep their fingerprint
+            data.pop("pilot")
+        return data
 
     def fingerprint(self) -> str:
         """Identity of the data this scenario produces (the zoo path is where, not what)."""
@@ -70,7 +74,7 @@ class Scenario:
 
 
 _TOP_KEYS = {"name", "dataset", "seed", "test_fraction", "zoo", "victims", "attacks", "cells", "batch_size",
-             "max_attempts_factor", "keep_failed", "description"}
+             "max_attempts_factor", "keep_failed", "pilot", "description"}
 _CELL_KEYS = {"train", "test"}
 _ATTACK_KEYS = {"name", "grid", "settings"}
 _VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to"}
@@ -227,6 +231,7 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         batch_size=_typed(data.get("batch_size", 64), int, "batch_size"),
         max_attempts_factor=_finite(data.get("max_attempts_factor", 8.0), "max_attempts_factor"),
         keep_failed=_typed(data.get("keep_failed", False), bool, "keep_failed"),
+        pilot=_typed(data.get("pilot", 0), int, "pilot"),
     )
     if not 0 < sc.test_fraction < 1:
         raise ScenarioError(f"test_fraction must be in (0, 1), got {sc.test_fraction}")
@@ -234,6 +239,8 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         raise ScenarioError(f"batch_size must be ≥ 1, got {sc.batch_size}")
     if sc.max_attempts_factor < 1:
         raise ScenarioError(f"max_attempts_factor must be ≥ 1, got {sc.max_attempts_factor:g}")
+    if sc.pilot < 0:
+        raise ScenarioError(f"pilot must be a number of images ≥ 0 (0 = off), got {sc.pilot}")
     return sc
 
 
