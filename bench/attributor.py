@@ -1,0 +1,171 @@
+"""Where does the attributor lose the perturbation? Train variants on one data set, compare on validation.
+
+    python bench/attributor.py --data attribkit-demo/data --work bench/work/attributor \
+        --study detail --seeds 0 1 2 [--test] [--plot docs/learning-curve.png]
+
+Each study is a list of named variants (train options over TrainConfig's
+defaults), each trained once per seed into WORK/STUDY/VARIANT/seed-N. A run
+that already exists is reused, so an interrupted study continues where it
+stopped. Variants are compared on the validation split, which every run on
+the data set holds out the same way (never on test: that is for choosing
+nothing). ``--test`` adds the test split's numbers, for the final report.
+Prints a table (mean ± half the spread over seeds, n = seeds), and writes
+WORK/STUDY.json; ``--plot`` draws metric against a variant's ``per_cell``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from attribkit.train.config import TrainConfig
+from attribkit.train.run import RUN_FILE
+from attribkit.train.trainer import train
+from machine import cpu_name
+
+METRICS = ("attack_accuracy", "victim_accuracy", "hp_rmse")
+PAPER_HEADS = ("attack", "victim", "hyperparameter")  # not whatever head plugins are installed
+OLD = dict(stem="timm", input_scale=2)  # the attributor before this study
+NEW = dict(stem="stride1", input_scale=1)
+CONVNET = dict(backbone="convnet", width=0.5, input_scale=1)
+
+STUDIES = {
+    # where the detail goes: stem reduction, upscale, width, the perturbation extractor
+    "detail": {
+        "stride-1 stem": dict(**NEW, epochs=12),
+        "timm stem, upscale 2 (old default)": dict(**OLD, epochs=12),
+        "cnn": dict(model="cnn", epochs=12),
+        "timm stem, upscale 1": dict(stem="timm", input_scale=1, epochs=12),
+        "stride-1 stem, no perturbation extractor": dict(**NEW, perturbation=False, epochs=12),
+        "timm stem, upscale 4": dict(stem="timm", input_scale=4, epochs=12),
+        "stride-1 stem, width 0.5": dict(**NEW, width=0.5, epochs=12),
+        "convnet backbone, width 0.5": dict(backbone="convnet", width=0.5, input_scale=1, epochs=12),
+        "convnet backbone, width 1": dict(backbone="convnet", width=1.0, input_scale=1, epochs=12),
+    },
+    # settings of the convnet backbone, which the detail study found to keep the perturbation
+    "convnet": {
+        "width 0.5, 12 epochs, cosine": dict(**CONVNET, epochs=12),
+        "width 0.5, 12 epochs, one-cycle": dict(**CONVNET, epochs=12, schedule="onecycle"),
+        "width 0.5, 12 epochs, no perturbation extractor": dict(**CONVNET, epochs=12, perturbation=False),
+        "width 0.5, 8 epochs, one-cycle": dict(**CONVNET, epochs=8, schedule="onecycle"),
+        "width 0.5, 8 epochs, one-cycle, batch 128, lr 2e-3": dict(**CONVNET, epochs=8, schedule="onecycle",
+                                                                   batch_size=128, lr=2e-3),
+    },
+    # capacity and training length at the full data size
+    "capacity": {
+        "width 0.25, 6 epochs": dict(**NEW, epochs=6),
+        "width 0.25, 12 epochs": dict(**NEW, epochs=12),
+        "width 0.25, 24 epochs": dict(**NEW, epochs=24),
+        "width 0.5, 12 epochs": dict(**NEW, width=0.5, epochs=12),
+        "width 1.0, 12 epochs": dict(**NEW, width=1.0, epochs=12),
+        "resnet50 width 0.25, 12 epochs": dict(**NEW, backbone="resnet50", epochs=12),
+    },
+    # examples per cell, MTAA against single-task with the same backbone
+    "learning-curve": {
+        f"{model} {n}/cell": dict(**NEW, model=model, per_cell=n, epochs=12)
+        for model in ("mtaa", "single-task") for n in (9, 18, 36, 72)
+    },
+}
+
+
+def run_variant(data: Path, folder: Path, options: dict, seed: int) -> dict:
+    run = folder / f"seed-{seed}"
+    if not (run / RUN_FILE).exists():
+        config = replace(TrainConfig(), **{"heads": PAPER_HEADS, **options}, seed=seed)
+        start = time.time()
+        train(data, config, run)
+        print(f"  trained {run} in {time.time() - start:.0f} s", flush=True)
+    return json.loads((run / RUN_FILE).read_text())
+
+
+def summarise(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2, "n": len(values),
+            "values": values}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--work", required=True, type=Path)
+    ap.add_argument("--study", required=True, choices=sorted(STUDIES))
+    ap.add_argument("--variants", nargs="*", help="only these variants of the study (default: all)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--test", action="store_true", help="also report the test split (final numbers only)")
+    ap.add_argument("--plot", type=Path, help="PNG of each metric against per_cell (learning curves)")
+    args = ap.parse_args()
+
+    variants = {k: v for k, v in STUDIES[args.study].items() if not args.variants or k in args.variants}
+    rows = {}
+    for name, options in variants.items():
+        print(f"{args.study}: {name}", flush=True)
+        metas = [run_variant(args.data, args.work / args.study / name.replace(" ", "_").replace("/", "-"),
+                             options, seed) for seed in args.seeds]
+        row = {"options": options, "seconds": summarise([m["seconds"] for m in metas]),
+               "parameters_m": round(sum(metas[0]["parameters"].values()) / 1e6, 3),
+               "train_examples": metas[0]["data"]["train"]}
+        for split in ("validation", "test") if args.test else ("validation",):
+            finals = [m[f"final_{split}_metrics"] for m in metas]
+            row[split] = {k: summarise([f[k] for f in finals]) for k in METRICS if all(f.get(k) is not None for f in finals)}
+        rows[name] = row
+    report = {"study": args.study, "data": str(args.data), "seeds": args.seeds, "machine": cpu_name(), "rows": rows}
+    out = args.work / f"{args.study}.json"
+    out.write_text(json.dumps(report, indent=1))
+    print(table(report))
+    if args.plot:
+        plot(report, args.plot)
+    print(f"wrote {out}")
+
+
+def _cell(stat: dict | None, percent: bool) -> str:
+    if stat is None:
+        return "–"
+    scale = 100 if percent else 1
+    return f"{scale * stat['mean']:.2f} ± {scale * stat['spread']:.2f}"
+
+
+def table(report: dict) -> str:
+    splits = [s for s in ("validation", "test") if any(s in r for r in report["rows"].values())]
+    head = "| variant | params (M) | train ex. | s/run |" + "".join(
+        f" {s} attack (%) | {s} victim (%) | {s} RMSE |" for s in splits)
+    lines = [f"{report['study']} on {report['data']}, seeds {report['seeds']} ({report['machine']}); "
+             f"mean ± half the spread over seeds", "", head, "|---" * (4 + 3 * len(splits)) + "|"]
+    for name, r in report["rows"].items():
+        cells = [_cell(r[s].get(m), m != "hp_rmse") for s in splits for m in METRICS]
+        lines.append(f"| {name} | {r['parameters_m']:.2f} | {r['train_examples']} | {r['seconds']['mean']:.0f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["options"].get("model", "mtaa") for r in report["rows"].values()})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, metric in zip(axes, METRICS):
+        for model in models:
+            pts = sorted((r["options"]["per_cell"], r["validation"][metric]) for r in report["rows"].values()
+                         if r["options"].get("model", "mtaa") == model and metric in r["validation"])
+            xs = [p for p, _ in pts]
+            scale = 1 if metric == "hp_rmse" else 100
+            ax.errorbar(xs, [scale * s["mean"] for _, s in pts], yerr=[scale * s["spread"] for _, s in pts],
+                        marker="o", capsize=3, label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training examples per cell")
+        ax.set_title(metric.replace("_", " ") + (" (%)" if metric != "hp_rmse" else ""))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"validation split, mean and spread over seeds {report['seeds']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
