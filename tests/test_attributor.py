@@ -148,18 +148,19 @@ def test_a_run_json_from_before_these_options_loads_as_the_network_it_was(tiny_d
     _, members = load_run(run)
     before = members["mtaa"].net(torch.zeros(1, 1, 28, 28))
     meta = json.loads((run / "run.json").read_text())
-    for key in ("stem", "schedule", "validation", "per_cell"):
+    for key in ("stem", "pool", "schedule", "validation", "per_cell"):
         meta["config"].pop(key)
     meta.pop("content_sha256")
     (run / "run.json").write_text(json.dumps(meta))
     old_meta, old_members = load_run(run, verify=False)  # the hand edit breaks its recorded hash
     config = TrainConfig.from_dict(old_meta["config"])
-    assert (config.stem, config.schedule, config.validation, config.per_cell) == ("timm", "cosine", 0.0, 0)
+    assert (config.stem, config.pool, config.schedule, config.validation, config.per_cell) == \
+        ("timm", "avg", "cosine", 0.0, 0)
     assert torch.equal(old_members["mtaa"].net(torch.zeros(1, 1, 28, 28))["victim"], before["victim"])
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(stem="stride2"), "stem must be one of"), (dict(schedule="step"), "schedule must be one of"),
+    (dict(stem="stride2"), "stem must be one of"), (dict(pool="max"), "pool must be one of"), (dict(schedule="step"), "schedule must be one of"),
     (dict(validation=1.0), "validation must be"), (dict(validation=-0.1), "validation must be"),
     (dict(per_cell=-1), "per_cell must be"), (dict(model="mlp"), "model must be one of"),
 ])
@@ -192,3 +193,16 @@ def test_convnet_backbone_keeps_full_resolution_until_its_pools(tiny_data):
     assert net.branches["attack"] is not net.branches["victim"]  # the last stage is each branch's own
     out = net(torch.rand(2, 1, 28, 28))
     assert out["attack"].shape == (2, 3) and out["hyperparameter"].shape[0] == 2
+
+
+def test_avg_max_pool_hands_the_heads_each_maps_mean_and_maximum(tiny_data):
+    avg = _members(tiny_data)["mtaa"].net
+    both = _members(tiny_data, pool="avg+max")["mtaa"].net
+    assert both.heads["victim"].fc.in_features == 2 * avg.heads["victim"].fc.in_features
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        feats, taps = both.eval().features(x)
+        last = both.branches["victim"](taps["shared"])
+    n = last.shape[1]
+    assert torch.equal(feats["victim"][:, :n], last.mean(dim=(2, 3)))
+    assert torch.equal(feats["victim"][:, n:2 * n], last.amax(dim=(2, 3)))

@@ -71,6 +71,11 @@ def test_training_reads_the_images_rounded_to_8_bits(tiny_data, tmp_path, monkey
     (["--no-fusion"], {"fusion": False}),
     (["--loss", "sum"], {"loss": "sum"}),
     (["--regression", "single"], {"regression": "single"}),
+    (["--model", "cnn"], {"model": "cnn"}),
+    (["--stem", "stride1", "--pool", "avg+max"], {"stem": "stride1", "pool": "avg+max"}),
+    (["--schedule", "onecycle", "--validation", "0.25", "--per-cell", "5"],
+     {"schedule": "onecycle", "validation": 0.25, "per_cell": 5}),
+    (["--validation", "0"], {"validation": 0.0}),
 ])
 def test_cli_train_options_reach_the_config(argv, changed, monkeypatch, tmp_path):
     passed = []

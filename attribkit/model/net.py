@@ -27,6 +27,7 @@ class Architecture:
     ae_width: float = 0.125  # of Table 6's 512/256 channels
     input_scale: int = 1
     stem: str = "timm"  # or "stride1": see StagedBackbone
+    pool: str = "avg"  # or "avg+max": each feature map's mean and its maximum reach the heads
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,17 +78,24 @@ class AttributionNet(HeadedNet):
         ch = self.backbone.channels
         self.ae = PerturbationAutoEncoder(ch["pe"], arch.ae_width) if arch.perturbation else None
         pe_dim = self.ae.latent_channels if self.ae else 0
-        self._build_heads(head_builders, context, {"attack": ch["last"] + (ch["low"] if arch.fusion else 0) + pe_dim,
-                                                   "victim": ch["last"] + pe_dim})
+        k = 2 if arch.pool == "avg+max" else 1
+        self._build_heads(head_builders, context, {"attack": k * (ch["last"] + (ch["low"] if arch.fusion else 0) + pe_dim),
+                                                   "victim": k * (ch["last"] + pe_dim)})
 
     def upscale(self, x: torch.Tensor) -> torch.Tensor:
         # nearest-neighbour copies pixels: no perturbation detail is invented or lost,
         # but the backbone's 4× stem no longer averages it away on small images
         return x if self.arch.input_scale == 1 else F.interpolate(x, scale_factor=self.arch.input_scale, mode="nearest")
 
+    def _pool(self, t: torch.Tensor) -> torch.Tensor:
+        # the mean says how much of a pattern there is; the maximum, how strong it gets (an L∞ budget)
+        if self.arch.pool == "avg+max":
+            return torch.cat([t.mean(dim=(2, 3)), t.amax(dim=(2, 3))], dim=1)
+        return t.mean(dim=(2, 3))
+
     def features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         taps = self.backbone(self.upscale(x))
-        pool = lambda t: t.mean(dim=(2, 3))
+        pool = self._pool
         if self.arch.task_specific:
             high = {b: pool(self.branches[b](taps["shared"])) for b in ("attack", "victim")}
         else:

@@ -8,10 +8,11 @@ from ..errors import AttribkitError
 
 MODELS = ("mtaa", "single-task", "single-label", "cnn")
 STEMS = ("timm", "stride1")
+POOLS = ("avg", "avg+max")
 SCHEDULES = ("cosine", "onecycle")
 # what a run.json written before a key existed was trained with: a new default
 # must not change what an old run is
-LEGACY = {"stem": "timm", "schedule": "cosine", "validation": 0.0, "per_cell": 0}
+LEGACY = {"stem": "timm", "pool": "avg", "schedule": "cosine", "validation": 0.0, "per_cell": 0}
 _KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": ((int, float), "a number"),
           "bool": (bool, "true or false"), "tuple[str, ...]": ((list, tuple), "a list of names")}
 
@@ -32,6 +33,7 @@ class TrainConfig:
     ae_weight: float = 1.0
     input_scale: int = 2  # nearest upscale before the backbone: its 4× stem averages 28-px perturbations away
     stem: str = "timm"  # "stride1": no stem reduction, for small images (see model/backbone.py)
+    pool: str = "avg"  # "avg+max": the heads also see each feature map's maximum
     epochs: int = 24
     batch_size: int = 64
     lr: float = 1e-3
@@ -55,7 +57,7 @@ class TrainConfig:
             raise AttribkitError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.loss not in ("uncertainty", "sum"):
             raise AttribkitError(f"loss must be 'uncertainty' or 'sum', got {self.loss!r}")
-        for name, allowed in (("stem", STEMS), ("schedule", SCHEDULES)):
+        for name, allowed in (("stem", STEMS), ("pool", POOLS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise AttribkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0 <= self.validation < 1:

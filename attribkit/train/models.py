@@ -60,9 +60,9 @@ def build_members(config: TrainConfig, label_spaces: dict, stats: dict, columns:
         return {s.name: weighted(PlainCNN(in_chans, [s.build], context(attack_logits=False))) for s in specs}
     backbone = plugins.get("backbones", config.backbone)
     full = Architecture(config.backbone, config.width, config.perturbation, config.task_specific, config.fusion,
-                        input_scale=config.input_scale, stem=config.stem)
+                        input_scale=config.input_scale, stem=config.stem, pool=config.pool)
     plain = Architecture(config.backbone, config.width, perturbation=False, task_specific=False, fusion=False,
-                         input_scale=config.input_scale, stem=config.stem)
+                         input_scale=config.input_scale, stem=config.stem, pool=config.pool)
 
     def member(arch, builders, ctx):
         return weighted(AttributionNet(arch, backbone, in_chans, image_size, builders, ctx))
