@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 MAX_CONFUSION_CLASSES = 30  # beyond this a confusion matrix is unreadable (single-label's 300 classes)
-TSNE_POINTS = 1000
+TSNE_POINTS = 500
 
 
 @dataclass

@@ -10,7 +10,9 @@ stopped. Variants are compared on the validation split, which every run on
 the data set holds out the same way (never on test: that is for choosing
 nothing). ``--test`` adds the test split's numbers, for the final report.
 Prints a table (mean ± half the spread over seeds, n = seeds), and writes
-WORK/STUDY.json; ``--plot`` draws metric against a variant's ``per_cell``.
+bench/results/attributor-STUDY.json; ``--plot`` draws metric against a
+variant's ``per_cell``. The seconds per run are wall time on whatever else
+the machine was doing: read them as rough.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from attribkit.cli import DEMO
 from attribkit.train.config import TrainConfig
 from attribkit.train.run import RUN_FILE
 from attribkit.train.trainer import train
@@ -32,6 +35,7 @@ PAPER_HEADS = ("attack", "victim", "hyperparameter")  # not whatever head plugin
 OLD = dict(stem="timm", input_scale=2)  # the attributor before this study
 NEW = dict(stem="stride1", input_scale=1)
 CONVNET = dict(backbone="convnet", width=0.5, input_scale=1)
+DEMO_MTAA = {k: v for k, v in DEMO.items() if k != "victim_epochs"}
 
 STUDIES = {
     # where the detail goes: stem reduction, upscale, width, the perturbation extractor
@@ -55,18 +59,32 @@ STUDIES = {
         "width 0.5, 8 epochs, one-cycle, batch 128, lr 2e-3": dict(**CONVNET, epochs=8, schedule="onecycle",
                                                                    batch_size=128, lr=2e-3),
     },
-    # capacity and training length at the full data size
+    # what the heads read: the mean of each feature map, or its mean and maximum
+    "pool": {
+        "mtaa (the demo's), avg pool": dict(DEMO_MTAA),
+        "mtaa (the demo's), avg+max pool": dict(DEMO_MTAA, pool="avg+max"),
+    },
+    # the issue's bar, on the demo's data set: MTAA as the demo trains it against the plain CNN
+    # and against single-task with the same backbone; test numbers once, at the end (--test)
+    "bar": {
+        "mtaa (the demo's)": dict(DEMO_MTAA),
+        "cnn (12 epochs, one network per signature)": dict(model="cnn", epochs=12),
+        "mtaa, convnet width 1": dict(DEMO_MTAA, width=1.0),
+        "single-task (the demo's backbone)": dict(DEMO_MTAA, model="single-task"),
+    },
+    # capacity and training length at the full data size (one seed: the costly ones take minutes each)
     "capacity": {
-        "width 0.25, 6 epochs": dict(**NEW, epochs=6),
-        "width 0.25, 12 epochs": dict(**NEW, epochs=12),
-        "width 0.25, 24 epochs": dict(**NEW, epochs=24),
-        "width 0.5, 12 epochs": dict(**NEW, width=0.5, epochs=12),
-        "width 1.0, 12 epochs": dict(**NEW, width=1.0, epochs=12),
-        "resnet50 width 0.25, 12 epochs": dict(**NEW, backbone="resnet50", epochs=12),
+        "convnet width 0.25, 12 epochs": dict(DEMO_MTAA, width=0.25, epochs=12),
+        "convnet width 0.5, 6 epochs": dict(DEMO_MTAA, epochs=6),
+        "convnet width 0.5, 12 epochs": dict(DEMO_MTAA, epochs=12),
+        "convnet width 0.5, 24 epochs": dict(DEMO_MTAA, epochs=24),
+        "convnet width 1, 12 epochs": dict(DEMO_MTAA, width=1.0, epochs=12),
+        "resnet18 width 0.25 (old default), 12 epochs": dict(**OLD, epochs=12),
+        "resnet50 width 0.25, upscale 2, 12 epochs": dict(**OLD, backbone="resnet50", epochs=12),
     },
     # examples per cell, MTAA against single-task with the same backbone
     "learning-curve": {
-        f"{model} {n}/cell": dict(**NEW, model=model, per_cell=n, epochs=12)
+        f"{model} {n}/cell": dict(DEMO_MTAA, model=model, per_cell=n)
         for model in ("mtaa", "single-task") for n in (9, 18, 36, 72)
     },
 }
@@ -112,8 +130,9 @@ def main() -> None:
             row[split] = {k: summarise([f[k] for f in finals]) for k in METRICS if all(f.get(k) is not None for f in finals)}
         rows[name] = row
     report = {"study": args.study, "data": str(args.data), "seeds": args.seeds, "machine": cpu_name(), "rows": rows}
-    out = args.work / f"{args.study}.json"
-    out.write_text(json.dumps(report, indent=1))
+    out = Path("bench/results") / f"attributor-{args.study}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))
     if args.plot:
         plot(report, args.plot)
@@ -124,6 +143,8 @@ def _cell(stat: dict | None, percent: bool) -> str:
     if stat is None:
         return "–"
     scale = 100 if percent else 1
+    if stat["n"] == 1:
+        return f"{scale * stat['mean']:.2f}"
     return f"{scale * stat['mean']:.2f} ± {scale * stat['spread']:.2f}"
 
 
@@ -131,8 +152,9 @@ def table(report: dict) -> str:
     splits = [s for s in ("validation", "test") if any(s in r for r in report["rows"].values())]
     head = "| variant | params (M) | train ex. | s/run |" + "".join(
         f" {s} attack (%) | {s} victim (%) | {s} RMSE |" for s in splits)
-    lines = [f"{report['study']} on {report['data']}, seeds {report['seeds']} ({report['machine']}); "
-             f"mean ± half the spread over seeds", "", head, "|---" * (4 + 3 * len(splits)) + "|"]
+    spread = "; mean ± half the spread over seeds" if len(report["seeds"]) > 1 else ""
+    lines = [f"{report['study']} on {report['data']}, seeds {report['seeds']} ({report['machine']}){spread}", "",
+             head, "|---" * (4 + 3 * len(splits)) + "|"]
     for name, r in report["rows"].items():
         cells = [_cell(r[s].get(m), m != "hp_rmse") for s in splits for m in METRICS]
         lines.append(f"| {name} | {r['parameters_m']:.2f} | {r['train_examples']} | {r['seconds']['mean']:.0f} | "

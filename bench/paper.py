@@ -101,7 +101,7 @@ class EtaLog:
         self.done += self.work.pop(self.label, 0.0)
         eta = self.seconds / self.done * sum(self.work.values()) if self.done else float("nan")
         print(f"  {self.label}: {spent:.0f} s{f', {skipped} short' if skipped else ''}; {len(self.work)} jobs left, "
-              f"ETA {eta / 60:.0f} min (by examples × attack steps)", flush=True)
+              f"ETA {eta / 60:.1f} min (by examples × attack steps)", flush=True)
 
 
 def log_eta(done: int, total: int, start: float, what: str) -> None:
@@ -122,6 +122,9 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.05)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--zoo", default="bench/zoo")
+    ap.add_argument("--backbone", default="resnet18", help="attribution backbone of every model (convnet: the demo's)")
+    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--input-scale", type=int, default=2)
     ap.add_argument("--work", default="bench/results/paper-work")
     ap.add_argument("--doc", default="docs/results.md")
     ap.add_argument("--smoke", action="store_true", help="5 attack steps: check the script, not the paper")
@@ -149,7 +152,8 @@ def main() -> None:
 
     t = time.time()
     # the paper's three signatures only: installed head plugins must not change its tables
-    base = dict(epochs=args.epochs, heads=PAPER_HEADS)
+    base = dict(epochs=args.epochs, heads=PAPER_HEADS, backbone=args.backbone, width=args.width,
+                input_scale=args.input_scale)
     runs = {
         "mtaa": (data, TrainConfig(**base)),
         "single-task": (data, TrainConfig(model="single-task", **base)),
@@ -176,6 +180,7 @@ def main() -> None:
     times["evaluate"] = time.time() - t
     times["total"] = time.time() - start
     result = {"scale": args.scale, "epochs": args.epochs, "cells": manifest["scenario"]["train_per_cell"],
+              "attributor": {"backbone": args.backbone, "width": args.width, "input_scale": args.input_scale},
               "test_per_cell": manifest["scenario"]["test_per_cell"], "totals": manifest["totals"],
               "seconds": {k: round(v, 1) for k, v in times.items()},
               "machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -194,6 +199,12 @@ def hand_written_sections(doc: Path) -> str:
     lines = doc.read_text().splitlines(keepends=True)
     first = next((i for i, l in enumerate(lines) if l.startswith("## ") and "(added by hand)" in l), None)
     return "\n" + "".join(lines[first:]) if first is not None else ""
+
+
+def attributor(r: dict) -> str:
+    a = r.get("attributor", {"backbone": "resnet18", "width": 0.25, "input_scale": 2})  # runs before it was recorded
+    upscale = f" with a {a['input_scale']}× input upscale" if a["input_scale"] > 1 else ""
+    return f"{a['backbone']} at width {a['width']:g}{upscale}"
 
 
 def pct(v) -> str:
@@ -228,7 +239,7 @@ def results_markdown(r: dict) -> str:
         f"steps) on mnist5k, with {r['cells']} train / {r['test_per_cell']} test examples per cell instead of "
         f"160 / 20: {r['totals']['train']['examples']} training and {r['totals']['test']['examples']} test "
         f"examples in all. Victims are width-0.25 timm models trained here; the attribution backbone is "
-        f"ResNet18 at width 0.25 with a 2× input upscale, {r['epochs']} epochs (the paper: ResNet-50, "
+        f"{attributor(r)}, {r['epochs']} epochs (the paper: ResNet-50, "
         f"pretrained). Numbers from this scale are noisy: a test cell of the per-cell tables holds "
         f"{r['test_per_cell']} example(s) per value.", "",
         "## Table 7: MTAA vs single-task (same backbone)", "",
