@@ -70,6 +70,7 @@ STUDIES = {
         "mtaa (the demo's)": dict(DEMO_MTAA),
         "cnn (12 epochs, one network per signature)": dict(model="cnn", epochs=12),
         "mtaa, convnet width 1": dict(DEMO_MTAA, width=1.0),
+        "mtaa, convnet width 1, 12 epochs (as the cnn)": dict(DEMO_MTAA, width=1.0, epochs=12),
         "single-task (the demo's backbone)": dict(DEMO_MTAA, model="single-task"),
     },
     # capacity and training length at the full data size (one seed: the costly ones take minutes each)
@@ -134,6 +135,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(report))
+    if any("per_cell" in r["options"] for r in rows.values()):
+        report["extrapolated_160_per_cell"] = extrapolate(report, 160)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"\nextrapolated to 160 per cell (power law of the error against examples per cell, fitted to "
+              f"the validation means): {json.dumps(report['extrapolated_160_per_cell'])}")
     if args.plot:
         plot(report, args.plot)
     print(f"wrote {out}")
@@ -160,6 +166,26 @@ def table(report: dict) -> str:
         lines.append(f"| {name} | {r['parameters_m']:.2f} | {r['train_examples']} | {r['seconds']['mean']:.0f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def extrapolate(report: dict, to: int) -> dict:
+    """Fit error = a · n^-b (accuracy's error is 1 - accuracy; RMSE is its own) per model and metric
+    by least squares in log-log, and read it at ``to`` examples per cell. A rough guide, not a measurement."""
+    import math
+
+    found = {}
+    for model in sorted({r["options"].get("model", "mtaa") for r in report["rows"].values()}):
+        for metric in METRICS:
+            pts = [(r["options"]["per_cell"], r["validation"][metric]["mean"]) for r in report["rows"].values()
+                   if r["options"].get("model", "mtaa") == model and metric in r["validation"]]
+            err = [(math.log(n), math.log(v if metric == "hp_rmse" else max(1e-4, 1 - v))) for n, v in pts]
+            if len(err) < 2:
+                continue
+            mx, my = sum(x for x, _ in err) / len(err), sum(y for _, y in err) / len(err)
+            slope = sum((x - mx) * (y - my) for x, y in err) / sum((x - mx) ** 2 for x, _ in err)
+            at = math.exp(my + slope * (math.log(to) - mx))
+            found.setdefault(model, {})[metric] = round(at if metric == "hp_rmse" else 1 - at, 4)
+    return found
 
 
 def plot(report: dict, path: Path) -> None:

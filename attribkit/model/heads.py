@@ -189,18 +189,18 @@ class HyperparameterHead(Head):
         from .. import figures
 
         attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(labels["attack"]), dtype=torch.long)
-        error = self.values(outputs[self.name], attack) - attributed_value(labels["hp"])
         truth = attributed_value(labels["hp"])
+        error = self.values(outputs[self.name], attack) - truth
         points, units = {}, {}
         for i, name in enumerate(self.attacks):
             if not self.attack_hps[name]:
                 continue
-            h = self.attack_hps[name][0]
-            units[name] = f"{label_spaces['hyperparameters'][h].get('symbol', h)} {label_spaces['hyperparameters'][h].get('unit', '')}".strip()
+            info = label_spaces["hyperparameters"][self.attack_hps[name][0]]
+            units[name] = f"{info.get('symbol', '')} {info.get('unit', '')}".strip()
             of_attack = labels["attack"] == i
+            values = sorted(v for v in set(truth[of_attack].tolist()) if v == v)  # v == v: not NaN
             points[name] = [(v, float(error[of_attack & (truth == v)].pow(2).nanmean().sqrt()),
-                             int((of_attack & (truth == v)).sum())) for v in sorted(set(truth[of_attack].tolist()))
-                            if v == v]
+                             int((of_attack & (truth == v)).sum())) for v in values]
         return [
             figures.Figure(f"rmse_per_value_{self.name}", f"{self.name}: RMSE per true value",
                            "RMSE of the attributed value (attack predicted by the model) for each true value",
