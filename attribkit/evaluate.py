@@ -73,13 +73,40 @@ def _evaluate_one(run: str, data: AttributionData, verify: bool, figures: bool =
     sections = []
     if figures:
         history = _history(Path(run), meta, verify)
-        sections.append(("The model", model_figures(members, data, images, history)))
+        sections.append(("The model", model_figures(members, data, images, history) + _signature_confusions(
+            sig, data, heads_of(members))))
         sections += [(f"Head: {name}", head.report_figures(outputs, data.labels, data.label_spaces))
                      for name, head in heads_of(members).items()]
     return meta, result, sections
 
 
+def _signature_confusions(sig: dict, data: AttributionData, heads: dict) -> list:
+    """Attack and victim confusion matrices for models with no head of that name (single-label
+    decodes both from its combination class)."""
+    from . import figures
+
+    found = []
+    for name in ("attack", "victim"):
+        if name in sig and name not in heads:
+            png = figures.confusion(data.labels[name], sig[name], data.label_spaces[name], f"{name} attribution")
+            if png:
+                found.append(figures.Figure(f"confusion_{name}", f"{name}: confusion matrix",
+                                            f"true {name} (rows) against attributed (columns), decoded", png))
+    return found
+
+
+def _validation_fraction(run, verify: bool) -> float:
+    fraction = TrainConfig.from_dict(read_run_meta(run, verify)["config"], where=str(run)).validation
+    if fraction <= 0:
+        raise AttribkitError(f"run {str(run)!r} was trained without a validation split; use --split test")
+    return fraction
+
+
 def _history(run: Path, meta: dict, verify: bool) -> list[dict]:
+    """The per-epoch metrics for the training curves; a run without them is evaluated without that figure."""
+    if not (run / METRICS_JSON).exists():
+        storage.notice(f"{str(run / METRICS_JSON)!r} is missing: the report has no training curves")
+        return []
     expected = storage.recorded_file(meta, METRICS_JSON, str(run / "run.json")) if verify else None
     try:
         history = json.loads(storage.read_bytes(run / METRICS_JSON, expected, error=AttribkitError))["epochs"]
@@ -95,11 +122,17 @@ def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list 
     """``baseline`` is one run or several: each gets a row and a Δ_MTL; the first is
     the report's ``baseline``. ``verify=False`` reads the run(s) and data set without
     checking their recorded hashes."""
-    if split == "validation":  # the run's own held-out images
-        fraction = TrainConfig.from_dict(read_run_meta(run, verify)["config"], where=str(run)).validation
-        if fraction <= 0:
-            raise AttribkitError(f"run {str(run)!r} was trained without a validation split; use --split test")
+    if split == "validation":  # the run's own held-out images, which every baseline must have held out too
+        fraction = _validation_fraction(run, verify)
+        for path in ([baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])):
+            if _validation_fraction(path, verify) != fraction:
+                raise AttribkitError(f"baseline {str(path)!r} held out another validation split than run "
+                                     f"{str(run)!r}, so it trained on some of the images scored; use --split test")
         data = split_validation(load_attribution_data(data_dir, "train", verify), fraction)[1]
+        trained_on = read_run_meta(run, verify).get("data", {}).get("fingerprint")
+        if trained_on and trained_on != data.fingerprint:
+            raise AttribkitError(f"run {str(run)!r} was trained on another data set than {str(data_dir)!r}, so it "
+                                 f"has no validation split there; use --split test")
     else:
         data = load_attribution_data(data_dir, split, verify)
     meta, result, sections = _evaluate_one(str(run), data, verify, figures=True)

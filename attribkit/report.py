@@ -100,6 +100,14 @@ def write_figures(out: Path, sections: list[tuple[str, list[Figure]]]) -> list[s
     return written
 
 
+def _delta(report: dict, row: int) -> str:
+    """As evaluation.md has it: the model's Δ_MTL against the first baseline, 0 for that baseline."""
+    if not report.get("baselines") or row > 1:
+        return "–"
+    value = report.get("delta_mtl_percent") if row == 0 else 0.0
+    return "–" if value is None else f"{value:+.2f}"
+
+
 def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
     """One self-contained page: the summary table, then every section's figures inline."""
     esc = html.escape
@@ -110,14 +118,14 @@ def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
         f"<tr><td>{esc(r['model'])}</td><td>{esc(str(r.get('run', report['run'])))}</td>"
         f"<td>{r['parameters_m']:.2f}</td><td>{r['gflops']:.4f}</td><td>{pct(r.get('attack_accuracy'))}</td>"
         f"<td>{pct(r.get('victim_accuracy'))}</td><td>{num(r.get('hp_rmse'))}</td>"
-        f"<td>{num(report.get('delta_mtl_percent')) if i == 0 else num(r.get('delta_mtl_percent'))}</td></tr>"
-        for i, r in enumerate(rows))
+        f"<td>{_delta(report, i)}</td></tr>" for i, r in enumerate(rows))
     body = [f"<h1>Evaluation of {esc(str(report['run']))} ({esc(report['model'])})</h1>",
             f"<p>Data: {esc(str(report['data']))}, {esc(report['split'])} split, {report['examples']} examples.</p>",
             "<table><tr><th>model</th><th>run</th><th>params (M)</th><th>GFLOPs</th><th>attack acc (%)</th>"
-            "<th>victim acc (%)</th><th>hyperparameter RMSE</th><th>Δ_MTL (%)</th></tr>" + table + "</table>",
-            "<p>Δ_MTL (eq. 15): of the evaluated model against the first baseline (first row), and of the "
-            "evaluated model against each baseline (its row).</p>"]
+            "<th>victim acc (%)</th><th>hyperparameter RMSE</th><th>Δ_MTL (%)</th></tr>" + table + "</table>"]
+    if report.get("baselines"):
+        body.append("<p>Δ_MTL (eq. 15) of the evaluated model against the first baseline; against each: " + esc(
+            ", ".join(f"{b['model']} ({b['run']}) {num(b['delta_mtl_percent'])}" for b in report["baselines"])) + ".</p>")
     for title, found in sections:
         if not found:
             continue

@@ -17,8 +17,8 @@ Interrupt it at any time and run the same command again: victims, shards and
 trained models already finished are kept (generation resumes shard by shard),
 and it logs an ETA as it goes. A grid point that has not succeeded once on
 its first --pilot images (C&W κ beyond a small victim's reach) stops early;
-the manifest marks it ``stopped_by_pilot`` and every example kept is the one
-an unpiloted run keeps. At --scale 1 (160 / 20 per cell, C&W 500 steps) run
+the manifest marks it ``stopped_by_pilot`` (see attribkit.generate.engine for
+which examples that leaves unchanged). At --scale 1 (160 / 20 per cell, C&W 500 steps) run
 it under nohup.
 """
 
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="5 attack steps: check the script, not the paper")
     ap.add_argument("--pilot", type=int, default=None,
                     help="stop a grid point after this many images without a success (default: half the "
-                         "training quota per cell; 0 = never)")
+                         "training quota per cell; 0 = never, which a --work folder begun before pilots needs)")
     args = ap.parse_args()
     start = time.time()
     work = Path(args.work)

@@ -206,3 +206,23 @@ def test_avg_max_pool_hands_the_heads_each_maps_mean_and_maximum(tiny_data):
     n = last.shape[1]
     assert torch.equal(feats["victim"][:, :n], last.mean(dim=(2, 3)))
     assert torch.equal(feats["victim"][:, n:2 * n], last.amax(dim=(2, 3)))
+
+
+def test_evaluate_on_validation_refuses_a_baseline_with_another_split(tiny_data, tmp_path):
+    plugins.reset()
+    train(tiny_data, TrainConfig(**{**FAST, "validation": 0.25}), tmp_path / "r")
+    train(tiny_data, TrainConfig(**{**FAST, "validation": 0.5}), tmp_path / "b")
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "r"), "--data", str(tiny_data),
+                                      "--split", "validation", "--baseline", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "another validation split" in result.output
+    assert not (tmp_path / "r" / "evaluation").exists()
+
+
+def test_cnn_per_epoch_rmse_uses_the_attack_networks_prediction(tiny_data, tmp_path):
+    plugins.reset()
+    meta = train(tiny_data, TrainConfig(**{**FAST, "model": "cnn", "heads": ("attack", "victim", "hyperparameter")}),
+                 tmp_path / "cnn")
+    rows = {r["member"]: r for r in json.loads((tmp_path / "cnn" / "metrics.json").read_text())["epochs"]}
+    assert "attack_accuracy" in rows["attack"] and "attack_accuracy" not in rows["hyperparameter"]
+    assert rows["hyperparameter"]["hp_rmse"] == meta["final_validation_metrics"]["hp_rmse"]  # measured as at the end
+    assert "hp_rmse" not in rows["victim"]

@@ -318,3 +318,5 @@ def test_a_scenario_without_pilot_keeps_its_fingerprint(tiny_zoo):
     assert tiny(tiny_zoo).fingerprint() == tiny(tiny_zoo, pilot=0).fingerprint()
     with pytest.raises(Exception, match="pilot"):
         tiny(tiny_zoo, pilot=-1)
+    with pytest.raises(Exception, match="pilot and keep_failed"):
+        tiny(tiny_zoo, pilot=8, keep_failed=True)

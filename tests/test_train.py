@@ -207,6 +207,10 @@ def test_single_label_baseline_decodes_combinations(tiny_data, tmp_path):
         assert row["attack"] in ("fgsm", "pgd", "cw") and row["victim"] in ("tiny-resnet", "tiny-vgg")
         (name, hp), = row["hyperparameters"].items()
         assert hp["value"] in ((20.0, 100.0) if name == "eps" else (1.0, 3.0))  # a class, so a grid value
+    evaluate(tmp_path / "sl", tiny_data, out=tmp_path / "eval")
+    made = {p.name for p in (tmp_path / "eval").glob("*.png")}
+    # attack and victim decoded from the combination class get their confusion matrices too
+    assert {"confusion_attack.png", "confusion_victim.png", "confusion_combination.png"} <= made
 
 
 def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_data, tmp_path):

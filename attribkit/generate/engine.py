@@ -8,9 +8,12 @@ until every grid point of the attack has its quota of successful examples or
 has attacked ``max_attempts_factor × quota`` images, or (with the scenario's
 ``pilot``) has attacked ``pilot`` images without a single success: a κ the
 victim never reaches costs its whole attempt budget otherwise. Stopping a
-point only leaves out batches it would have failed or succeeded on later; the
-examples kept for every point are the same ones (attacks compute each
-example independently of the batch it is in). Each job derives its own
+point leaves out the batches it would have been attacked on later. For an
+attack that draws no randomness per grid point (FGSM, C&W) every other
+point keeps the very same examples, since the attacks compute each example
+independently of the batch it is in (tested); PGD draws its random starts
+per active grid point, so the points after a stopped one start elsewhere,
+as they already do once a point has filled its quota. Each job derives its own
 seed (for random starts) from the scenario's, so a resumed run produces the
 same shards as an uninterrupted one.
 """
@@ -262,7 +265,7 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
                 progress.advance(len(chosen))
     cells = [{"values": points[i], "attempted": attempted[i], "succeeded": succeeded[i], "kept": quota - need[i],
               "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None,
-              **({"stopped_by_pilot": True} if hopeless(i) and attempted[i] < max_attempts else {})}
+              **({"stopped_by_pilot": True} if hopeless(i) and need[i] > 0 and attempted[i] < max_attempts else {})}
              for i in range(len(points))]
     rows = [r for per_point in kept for r in per_point]
     if not rows:  # every example failed: an empty shard with the usual columns

@@ -241,6 +241,9 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         raise ScenarioError(f"max_attempts_factor must be ≥ 1, got {sc.max_attempts_factor:g}")
     if sc.pilot < 0:
         raise ScenarioError(f"pilot must be a number of images ≥ 0 (0 = off), got {sc.pilot}")
+    if sc.pilot and sc.keep_failed:
+        raise ScenarioError("pilot and keep_failed = true cannot be combined: a point whose failures are kept "
+                            "is never hopeless")
     return sc
 
 

@@ -53,8 +53,10 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     start = time.time()
     # per-epoch metrics are on the validation split when there is one: the test split is for the end
     watched = (validation, "validation") if validation is not None else (test_data, "test")
+    finished: dict[str, Member] = {}
     for name, member in members.items():
-        history += _fit(name, member, train_data, watched, config, on_step, on_epoch)
+        history += _fit(name, member, finished, history, train_data, watched, config, on_step, on_epoch)
+        finished[name] = member
     meta["seconds"] = round(time.time() - start, 1)
     if validation is not None:
         meta["final_validation_metrics"] = _metrics(members, validation, config)
@@ -76,8 +78,12 @@ def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
 
-def _fit(name: str, member: Member, train_data: AttributionData, watched: tuple[AttributionData, str], config: TrainConfig,
-         on_step: StepCallback | None, on_epoch: EpochCallback | None) -> list[dict]:
+def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[dict], train_data: AttributionData,
+         watched: tuple[AttributionData, str], config: TrainConfig, on_step: StepCallback | None,
+         on_epoch: EpochCallback | None) -> list[dict]:
+    """Train one member. Its per-epoch metrics are measured together with the members already
+    trained (a per-attack regressor answers for the attack another member predicts) and keep only
+    what those members did not already report."""
     net, heads = member.net, member.net.head_list()
     # log σ is a task weight, not a model weight: no decay on it
     opt = torch.optim.Adam([{"params": list(net.parameters()), "weight_decay": config.weight_decay},
@@ -88,6 +94,7 @@ def _fit(name: str, member: Member, train_data: AttributionData, watched: tuple[
     gen = torch.Generator().manual_seed(config.seed)
     images = quantize(train_data.images) if config.quantize else train_data.images
     history, step = [], 0
+    theirs = {k for row in earlier for k in row if k not in ("member", "epoch", "train_loss", "split", "examples")}
     for epoch in range(1, config.epochs + 1):
         net.train()
         order = torch.randperm(len(train_data), generator=gen)
@@ -111,7 +118,7 @@ def _fit(name: str, member: Member, train_data: AttributionData, watched: tuple[
             count += len(idx)
             if on_step:
                 on_step(name, step, total, loss.item())
-        metrics = _metrics({name: member}, watched[0], config)
+        metrics = {k: v for k, v in _metrics({**finished, name: member}, watched[0], config).items() if k not in theirs}
         row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5), "split": watched[1],
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         history.append(row)
