@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import storage
+from . import figures, storage
 from .errors import AttribkitError
-from .report import html_report, model_figures, write_figures
+from .report import html_report, model_figures, num, pct, row_delta, signed, write_figures
 from .train.config import TrainConfig
 from .train.data import AttributionData, load_attribution_data, quantize, split_validation
 from .train.metrics import cross_table, evaluate_members
@@ -58,8 +58,8 @@ def delta_mtl(model: dict, baseline: dict) -> float | None:
     return round(100 * sum(terms) / len(terms), 3) if terms else None
 
 
-def _evaluate_one(run: str, data: AttributionData, verify: bool, figures: bool = False) -> tuple[dict, dict, dict]:
-    """(run meta, metrics, sections of figures if ``figures``)."""
+def _evaluate_one(run: str, data: AttributionData, verify: bool, draw: bool = False) -> tuple[dict, dict, list]:
+    """(run meta, metrics, the report's sections of figures if ``draw``)."""
     meta, members = load_run(run, verify)
     check_label_spaces(meta, data, run)
     images = quantize(data.images) if TrainConfig.from_dict(meta["config"]).quantize else data.images
@@ -71,7 +71,7 @@ def _evaluate_one(run: str, data: AttributionData, verify: bool, figures: bool =
     metrics = [m for m, _ in TASK_METRICS] + (["combination_accuracy"] if "combination_correct" in sig else [])
     result["tables"] = {metric: cross_table(sig, data, metric) for metric in metrics}
     sections = []
-    if figures:
+    if draw:
         history = _history(Path(run), meta, verify)
         sections.append(("The model", model_figures(members, data, images, history) + _signature_confusions(
             sig, data, heads_of(members))))
@@ -83,8 +83,6 @@ def _evaluate_one(run: str, data: AttributionData, verify: bool, figures: bool =
 def _signature_confusions(sig: dict, data: AttributionData, heads: dict) -> list:
     """Attack and victim confusion matrices for models with no head of that name (single-label
     decodes both from its combination class)."""
-    from . import figures
-
     found = []
     for name in ("attack", "victim"):
         if name in sig and name not in heads:
@@ -95,11 +93,22 @@ def _signature_confusions(sig: dict, data: AttributionData, heads: dict) -> list
     return found
 
 
-def _validation_fraction(run, verify: bool) -> float:
-    fraction = TrainConfig.from_dict(read_run_meta(run, verify)["config"], where=str(run)).validation
+def _validation_data(run, baselines: list, data_dir, verify: bool) -> AttributionData:
+    """The run's own held-out images, which every baseline must have held out too."""
+    meta = read_run_meta(run, verify)
+    fraction = TrainConfig.from_dict(meta["config"], where=str(run)).validation
     if fraction <= 0:
         raise AttribkitError(f"run {str(run)!r} was trained without a validation split; use --split test")
-    return fraction
+    for path in baselines:
+        if TrainConfig.from_dict(read_run_meta(path, verify)["config"], where=str(path)).validation != fraction:
+            raise AttribkitError(f"baseline {str(path)!r} held out another validation split than run {str(run)!r}, "
+                                 f"so it trained on some of the images scored; use --split test")
+    data = split_validation(load_attribution_data(data_dir, "train", verify), fraction)[1]
+    trained_on = meta.get("data", {}).get("fingerprint")
+    if trained_on and trained_on != data.fingerprint:
+        raise AttribkitError(f"run {str(run)!r} was trained on another data set than {str(data_dir)!r}, so it has "
+                             f"no validation split there; use --split test")
+    return data
 
 
 def _history(run: Path, meta: dict, verify: bool) -> list[dict]:
@@ -122,22 +131,13 @@ def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list 
     """``baseline`` is one run or several: each gets a row and a Δ_MTL; the first is
     the report's ``baseline``. ``verify=False`` reads the run(s) and data set without
     checking their recorded hashes."""
-    if split == "validation":  # the run's own held-out images, which every baseline must have held out too
-        fraction = _validation_fraction(run, verify)
-        for path in ([baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])):
-            if _validation_fraction(path, verify) != fraction:
-                raise AttribkitError(f"baseline {str(path)!r} held out another validation split than run "
-                                     f"{str(run)!r}, so it trained on some of the images scored; use --split test")
-        data = split_validation(load_attribution_data(data_dir, "train", verify), fraction)[1]
-        trained_on = read_run_meta(run, verify).get("data", {}).get("fingerprint")
-        if trained_on and trained_on != data.fingerprint:
-            raise AttribkitError(f"run {str(run)!r} was trained on another data set than {str(data_dir)!r}, so it "
-                                 f"has no validation split there; use --split test")
+    baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])
+    if split == "validation":
+        data = _validation_data(run, baselines, data_dir, verify)
     else:
         data = load_attribution_data(data_dir, split, verify)
-    meta, result, sections = _evaluate_one(str(run), data, verify, figures=True)
+    meta, result, sections = _evaluate_one(str(run), data, verify, draw=True)
     report = {"run": str(run), "model": meta["config"]["model"], "data": str(data_dir), "split": split, **result}
-    baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])
     rows = []
     for path in baselines:
         base_meta, base, _ = _evaluate_one(str(path), data, verify)
@@ -158,18 +158,6 @@ def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list 
     return report
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
-def _num(v) -> str:
-    return "–" if v is None else f"{v:.2f}"
-
-
-def _signed(v) -> str:
-    return "–" if v is None else f"{v:+.2f}"
-
-
 def markdown(report: dict) -> str:
     lines = [f"# Evaluation of `{report['run']}` ({report['model']})", "",
              f"Data: `{report['data']}` ({report['split']} split, {report['examples']} examples).", "",
@@ -178,27 +166,25 @@ def markdown(report: dict) -> str:
     baselines = report.get("baselines", [])
     rows = [report] + baselines
     for i, r in enumerate(rows):
-        # the evaluated model's Δ_MTL is against the first baseline; a baseline's own row is its reference, 0
-        delta = report.get("delta_mtl_percent") if i == 0 and baselines else (0.0 if i == 1 else None)
-        lines.append(f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflops']:.4f} | {_pct(r.get('attack_accuracy'))} | "
-                     f"{_pct(r.get('victim_accuracy'))} | {_num(r.get('hp_rmse'))} | "
-                     f"{_signed(delta)} |")
+        lines.append(f"| {r['model']} | {r['parameters_m']:.2f} | {r['gflops']:.4f} | {pct(r.get('attack_accuracy'))} | "
+                     f"{pct(r.get('victim_accuracy'))} | {num(r.get('hp_rmse'))} | "
+                     f"{signed(row_delta(report, i))} |")
     if len(baselines) > 1:
         lines += ["", f"Δ_MTL (%) of {report['model']} against each baseline: " + ", ".join(
-            f"{b['model']} (`{b['run']}`) {_signed(b['delta_mtl_percent'])}" for b in baselines) + "."]
+            f"{b['model']} (`{b['run']}`) {signed(b['delta_mtl_percent'])}" for b in baselines) + "."]
     if report.get("hp_rmse_per_attack"):
         lines += ["", "Hyperparameter RMSE per attack (ε×255 for L∞ attacks, κ for C&W):", "",
                   "| attack | RMSE |", "|---|---|"]
-        lines += [f"| {a} | {_num(v)} |" for a, v in report["hp_rmse_per_attack"].items()]
+        lines += [f"| {a} | {num(v)} |" for a, v in report["hp_rmse_per_attack"].items()]
     others = {k: v for k, v in report.items() if k.endswith("_accuracy") and k not in dict(TASK_METRICS)}
     if others:  # heads from plugins, and single-label's exact class
         lines += ["", "Other heads:", "", "| head | accuracy (%) |", "|---|---|"]
-        lines += [f"| {k.removesuffix('_accuracy')} | {_pct(v)} |" for k, v in others.items()]
+        lines += [f"| {k.removesuffix('_accuracy')} | {pct(v)} |" for k, v in others.items()]
     titles = {"attack_accuracy": "Attack accuracy (%)", "victim_accuracy": "Victim accuracy (%)",
               "hp_rmse": "Hyperparameter RMSE", "combination_accuracy": "Exact single-label class accuracy (%)"}
     for metric, table in report["tables"].items():
         victims = list(next(iter(table.values())).keys()) if table else []
-        fmt = _num if metric == "hp_rmse" else _pct
+        fmt = num if metric == "hp_rmse" else pct
         lines += ["", f"### {titles[metric]} per attack × victim", "",
                   "| attack | " + " | ".join(victims) + " |", "|---" * (len(victims) + 1) + "|"]
         lines += [f"| {a} | " + " | ".join(fmt(row[v]) for v in victims) + " |" for a, row in table.items()]

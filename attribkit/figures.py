@@ -1,4 +1,5 @@
-"""The evaluation's figures, as PNG bytes: what the paper shows, for any run.
+"""The evaluation's figures, as PNG bytes: what the paper shows, for any run
+(and ``per_cell``, the attack × victim table behind them and evaluate's tables).
 
 Per head (each head's ``report_figures`` calls these, so a plugin head gets
 them or draws its own): confusion matrix, accuracy per attack × victim cell,
@@ -56,7 +57,7 @@ def per_cell(values: torch.Tensor, labels: dict[str, torch.Tensor], label_spaces
         for j, victim in enumerate(label_spaces["victim"]):
             v = values[(labels["attack"] == i) & (labels["victim"] == j)]
             v = v[torch.isfinite(v)]
-            table[attack][victim] = None if not len(v) else float(v.pow(2).mean().sqrt() if rmse else v.mean())
+            table[attack][victim] = None if not len(v) else math.sqrt(float(v.pow(2).mean())) if rmse else float(v.mean())
     return table
 
 

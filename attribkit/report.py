@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import figures
+from . import figures, storage
 from .figures import Figure
 from .train.data import AttributionData
 from .train.models import Member
@@ -90,8 +90,6 @@ def _value_label(data: AttributionData, i: int) -> str:
 
 
 def write_figures(out: Path, sections: list[tuple[str, list[Figure]]]) -> list[str]:
-    from . import storage
-
     written = []
     for _, found in sections:
         for f in found:
@@ -100,32 +98,42 @@ def write_figures(out: Path, sections: list[tuple[str, list[Figure]]]) -> list[s
     return written
 
 
-def _delta(report: dict, row: int) -> str:
-    """As evaluation.md has it: the model's Δ_MTL against the first baseline, 0 for that baseline."""
+def pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def num(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def signed(v) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
+def row_delta(report: dict, row: int) -> float | None:
+    """Δ_MTL in the summary table's row ``row`` (0: the evaluated model, then its baselines): the
+    model's against the first baseline, 0 for that baseline, none for the others (listed apart)."""
     if not report.get("baselines") or row > 1:
-        return "–"
-    value = report.get("delta_mtl_percent") if row == 0 else 0.0
-    return "–" if value is None else f"{value:+.2f}"
+        return None
+    return report.get("delta_mtl_percent") if row == 0 else 0.0
 
 
 def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
     """One self-contained page: the summary table, then every section's figures inline."""
     esc = html.escape
     rows = [report] + report.get("baselines", [])
-    pct = lambda v: "–" if v is None else f"{100 * v:.2f}"
-    num = lambda v: "–" if v is None else f"{v:.2f}"
     table = "".join(
         f"<tr><td>{esc(r['model'])}</td><td>{esc(str(r.get('run', report['run'])))}</td>"
         f"<td>{r['parameters_m']:.2f}</td><td>{r['gflops']:.4f}</td><td>{pct(r.get('attack_accuracy'))}</td>"
         f"<td>{pct(r.get('victim_accuracy'))}</td><td>{num(r.get('hp_rmse'))}</td>"
-        f"<td>{_delta(report, i)}</td></tr>" for i, r in enumerate(rows))
+        f"<td>{signed(row_delta(report, i))}</td></tr>" for i, r in enumerate(rows))
     body = [f"<h1>Evaluation of {esc(str(report['run']))} ({esc(report['model'])})</h1>",
             f"<p>Data: {esc(str(report['data']))}, {esc(report['split'])} split, {report['examples']} examples.</p>",
             "<table><tr><th>model</th><th>run</th><th>params (M)</th><th>GFLOPs</th><th>attack acc (%)</th>"
             "<th>victim acc (%)</th><th>hyperparameter RMSE</th><th>Δ_MTL (%)</th></tr>" + table + "</table>"]
     if report.get("baselines"):
         body.append("<p>Δ_MTL (eq. 15) of the evaluated model against the first baseline; against each: " + esc(
-            ", ".join(f"{b['model']} ({b['run']}) {num(b['delta_mtl_percent'])}" for b in report["baselines"])) + ".</p>")
+            ", ".join(f"{b['model']} ({b['run']}) {signed(b['delta_mtl_percent'])}" for b in report["baselines"])) + ".</p>")
     for title, found in sections:
         if not found:
             continue

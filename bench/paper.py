@@ -36,6 +36,7 @@ from attribkit.data import load_dataset
 from attribkit.evaluate import evaluate
 from attribkit.generate.engine import generate, plan_jobs
 from attribkit.generate.scenario import load_scenario, parse_scenario
+from attribkit.generate.store import MANIFEST, read_manifest
 from attribkit.train.config import TrainConfig
 from attribkit.train.run import RUN_FILE
 from attribkit.train.trainer import train
@@ -76,7 +77,7 @@ class EtaLog:
     attack steps, calibrated on the jobs finished in this sitting."""
 
     def __init__(self, sc, out: Path):
-        finished = set(json.loads((out / "manifest.json").read_text())["shards"]) if (out / "manifest.json").exists() else set()
+        finished = set(read_manifest(out)["shards"]) if (out / MANIFEST).exists() else set()
         quota = {"train": sc.train_per_cell, "test": sc.test_per_cell}
         plans = {p.name: p for p in sc.attacks}
         self.work = {}

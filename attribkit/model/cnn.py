@@ -12,23 +12,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .convnet import conv_pair
 from .heads import HeadContext
 from .net import HeadedNet
 
-CHANNELS = (64, 64, 128, 128)
-
-
-def _block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+CHANNELS = (64, 128)  # each a pair of convolutions: 64, 64, 128, 128
 
 
 class PlainCNN(HeadedNet):
     def __init__(self, in_chans: int, head_builders: list, context: HeadContext):
         super().__init__()
-        a, b, c, d = CHANNELS
-        self.body = nn.Sequential(*_block(in_chans, a), *_block(a, b), nn.MaxPool2d(2),
-                                  *_block(b, c), *_block(c, d), nn.MaxPool2d(2))
-        self._build_heads(head_builders, context, {"attack": d, "victim": d})
+        a, b = CHANNELS
+        self.body = nn.Sequential(*conv_pair(in_chans, a), nn.MaxPool2d(2), *conv_pair(a, b), nn.MaxPool2d(2))
+        self._build_heads(head_builders, context, {"attack": b, "victim": b})
 
     def features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         pooled = self.body(x).mean(dim=(2, 3))

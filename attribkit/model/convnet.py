@@ -18,7 +18,7 @@ from torch import nn
 CHANNELS = (64, 128, 128)
 
 
-def _convs(cin: int, cout: int) -> list[nn.Module]:
+def conv_pair(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -27,9 +27,9 @@ class ConvNet(nn.Module):
     def __init__(self, in_chans: int = 3, width: float = 1.0, num_classes: int = 0, **_timm_kwargs):
         super().__init__()
         a, b, c = (max(8, int(ch * width)) for ch in CHANNELS)
-        self.stem = nn.Sequential(*_convs(in_chans, a))
-        self.stage1 = nn.Sequential(nn.MaxPool2d(2), *_convs(a, b))
-        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *_convs(b, c))
+        self.stem = nn.Sequential(*conv_pair(in_chans, a))
+        self.stage1 = nn.Sequential(nn.MaxPool2d(2), *conv_pair(a, b))
+        self.stage2 = nn.Sequential(nn.MaxPool2d(2), *conv_pair(b, c))
         self.feature_info = [{"module": "stem", "num_chs": a, "reduction": 1},
                              {"module": "stage1", "num_chs": b, "reduction": 2},
                              {"module": "stage2", "num_chs": c, "reduction": 4}]

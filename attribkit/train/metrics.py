@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from .. import figures
 from ..model.heads import attributed_value
 from .data import AttributionData, quantize
 from .models import Member, heads_of, predict, signatures
@@ -50,21 +51,14 @@ def evaluate_members(members: dict[str, Member], data: AttributionData, quantize
 
 def cross_table(sig: dict, data: AttributionData, metric: str) -> dict[str, dict[str, float | None]]:
     """Per attack × per victim, like the paper's Tables 2–5."""
-    ls = data.label_spaces
-    truth_hp = attributed_value(data.labels["hp"])
-    table = {}
-    for i, a in enumerate(ls["attack"]):
-        row = {}
-        for j, v in enumerate(ls["victim"]):
-            sel = (data.labels["attack"] == i) & (data.labels["victim"] == j)
-            if not sel.any():
-                row[v] = None
-            elif f"{metric.removesuffix('_accuracy')}_correct" in sig:
-                row[v] = round(float(sig[f"{metric.removesuffix('_accuracy')}_correct"][sel].float().mean()), 6)
-            elif metric == "hp_rmse":
-                row[v] = _rmse(sig["hp"][sel], truth_hp[sel]) if "hp" in sig else None
-            else:
-                name = metric.removesuffix("_accuracy")
-                row[v] = _accuracy(sig[name][sel], data.labels[name][sel]) if name in sig else None
-        table[a] = row
-    return table
+    name = metric.removesuffix("_accuracy")
+    if f"{name}_correct" in sig:
+        values, rmse = sig[f"{name}_correct"].float(), False
+    elif metric == "hp_rmse" and "hp" in sig:
+        values, rmse = sig["hp"] - attributed_value(data.labels["hp"]), True
+    elif metric != "hp_rmse" and name in sig:
+        values, rmse = (sig[name] == data.labels[name]).float(), False
+    else:  # the model has no such signature
+        values, rmse = torch.full((len(data),), float("nan")), False
+    table = figures.per_cell(values, data.labels, data.label_spaces, rmse)
+    return {a: {v: None if x is None else round(x, 4 if rmse else 6) for v, x in row.items()} for a, row in table.items()}
