@@ -1,7 +1,7 @@
 """Where does the attributor lose the perturbation? Train variants on one data set, compare on validation.
 
     python bench/attributor.py --data attribkit-demo/data --work bench/work/attributor \
-        --study detail --seeds 0 1 2 [--test] [--plot docs/learning-curve.png]
+        --study detail --seeds 0 1 2 [--test] [--plot docs/learning-curve.png] [--errors test]
 
 Each study is a list of named variants (train options over TrainConfig's
 defaults), each trained once per seed into WORK/STUDY/VARIANT/seed-N. A run
@@ -72,6 +72,9 @@ STUDIES = {
         "mtaa, convnet width 1": dict(DEMO_MTAA, width=1.0),
         "mtaa, convnet width 1, 12 epochs (as the cnn)": dict(DEMO_MTAA, width=1.0, epochs=12),
         "single-task (the demo's backbone)": dict(DEMO_MTAA, model="single-task"),
+        # longer training, which the capacity study found to help more than width (validation)
+        "mtaa, convnet width 0.5, 24 epochs": dict(DEMO_MTAA, epochs=24),
+        "mtaa, convnet width 1, 20 epochs": dict(DEMO_MTAA, width=1.0, epochs=20),
     },
     # capacity and training length at the full data size (one seed: the costly ones take minutes each)
     "capacity": {
@@ -101,6 +104,50 @@ def run_variant(data: Path, folder: Path, options: dict, seed: int) -> dict:
     return json.loads((run / RUN_FILE).read_text())
 
 
+def variant_folder(work: Path, study: str, name: str) -> Path:
+    return work / study / name.replace(" ", "_").replace("/", "-")
+
+
+def attack_errors(data_dir: Path, runs: dict[str, list[Path]], split: str) -> str:
+    """Each variant's misattributed attacks on ``split`` (true → predicted, victim, value) and the clean
+    images they were made from. Few distinct clean images stand behind a split (the generator shares
+    one clean-image order across cells), so an error that recurs across seeds is usually one hard digit."""
+    from collections import Counter
+
+    import torch
+
+    from attribkit.train.data import load_attribution_data, quantize, split_validation
+    from attribkit.train.metrics import evaluate_members
+    from attribkit.train.models import predict
+    from attribkit.train.run import load_run
+
+    data = load_attribution_data(data_dir, "train" if split == "validation" else "test")
+    if split == "validation":
+        data = split_validation(data, TrainConfig().validation)[1]
+    spaces = data.label_spaces
+    lines = [f"attack errors on {split}: {len(data)} examples made from "
+             f"{len(torch.unique(data.clean_index))} distinct clean images", ""]
+    for name, folders in runs.items():
+        per_image = Counter()
+        kinds = Counter()
+        for folder in folders:
+            meta, members = load_run(folder)
+            config = TrainConfig.from_dict(meta["config"], where=str(folder))
+            if split == "validation" and config.validation != TrainConfig().validation:
+                raise SystemExit(f"{folder} held out another validation split")
+            images = quantize(data.images) if config.quantize else data.images
+            said = evaluate_members(members, data, False, predict(members, images))["_signatures"]["attack"]
+            for i in torch.nonzero(said != data.labels["attack"]).flatten().tolist():
+                hp = next(round(float(x)) for x in data.labels["hp"][i] if x == x)
+                kinds[(spaces["attack"][int(data.labels["attack"][i])], spaces["attack"][int(said[i])],
+                       spaces["victim"][int(data.labels["victim"][i])], hp)] += 1
+                per_image[int(data.clean_index[i])] += 1
+        lines.append(f"{name} ({len(folders)} seeds): {sum(kinds.values())} errors from {len(per_image)} clean "
+                     f"images {dict(per_image.most_common())}")
+        lines += [f"    {a} → {b} on {v} at {hp}: {n}" for (a, b, v, hp), n in kinds.most_common()]
+    return "\n".join(lines)
+
+
 def summarise(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2, "n": len(values),
             "values": values}
@@ -115,14 +162,21 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--test", action="store_true", help="also report the test split (final numbers only)")
     ap.add_argument("--plot", type=Path, help="PNG of each metric against per_cell (learning curves)")
+    ap.add_argument("--errors", choices=("validation", "test"),
+                    help="list each variant's attack errors on this split and the clean images they were made "
+                         "from (trains nothing: the runs must exist)")
     args = ap.parse_args()
 
     variants = {k: v for k, v in STUDIES[args.study].items() if not args.variants or k in args.variants}
+    if args.errors:
+        print(attack_errors(args.data, {name: [variant_folder(args.work, args.study, name) / f"seed-{s}"
+                                               for s in args.seeds] for name in variants}, args.errors))
+        return
     rows = {}
     for name, options in variants.items():
         print(f"{args.study}: {name}", flush=True)
-        metas = [run_variant(args.data, args.work / args.study / name.replace(" ", "_").replace("/", "-"),
-                             options, seed) for seed in args.seeds]
+        metas = [run_variant(args.data, variant_folder(args.work, args.study, name), options, seed)
+                 for seed in args.seeds]
         row = {"options": options, "seconds": summarise([m["seconds"] for m in metas]),
                "parameters_m": round(sum(metas[0]["parameters"].values()) / 1e6, 3),
                "train_examples": metas[0]["data"]["train"]}
