@@ -76,6 +76,13 @@ STUDIES = {
         "mtaa, convnet width 0.5, 24 epochs": dict(DEMO_MTAA, epochs=24),
         "mtaa, convnet width 1, 20 epochs": dict(DEMO_MTAA, width=1.0, epochs=20),
     },
+    # the parts of MTAA around the shared features, for attack accuracy (the signature the CNN leads on)
+    "attack": {
+        "mtaa (the demo's)": dict(DEMO_MTAA),
+        "summed loss": dict(DEMO_MTAA, loss="sum"),
+        "no perturbation extractor": dict(DEMO_MTAA, perturbation=False),
+        "one-cycle": dict(DEMO_MTAA, schedule="onecycle"),
+    },
     # capacity and training length at the full data size (one seed: the costly ones take minutes each)
     "capacity": {
         "convnet width 0.25, 12 epochs": dict(DEMO_MTAA, width=0.25, epochs=12),
@@ -259,8 +266,9 @@ def plot(report: dict, path: Path) -> None:
             ax.errorbar(xs, [scale * s["mean"] for _, s in pts], yerr=[scale * s["spread"] for _, s in pts],
                         marker="o", capsize=3, label=model)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("training examples per cell")
-        ax.set_title(metric.replace("_", " ") + (" (%)" if metric != "hp_rmse" else ""))
+        ax.set_xticks(xs, [str(x) for x in xs])  # the sizes trained, not powers of two
+        ax.set_xlabel("training examples per cell (at most)")
+        ax.set_title({"hp_rmse": "hyperparameter RMSE"}.get(metric, metric.replace("_", " ") + " (%)"))
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"validation split, mean and spread over seeds {report['seeds']}")
