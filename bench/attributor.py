@@ -118,17 +118,22 @@ def variant_folder(work: Path, study: str, name: str) -> Path:
     return work / study / name.replace(" ", "_").replace("/", "-")
 
 
-def score(run: Path, data_dir: Path) -> dict:
-    """A run's metrics on another data set's test split, which must have the run's label spaces."""
+def evaluated(run: Path, data) -> dict:
+    """A run's metrics on ``data`` (signatures included), on the images as the run was trained to see them."""
     from attribkit.evaluate import check_label_spaces
-    from attribkit.train.data import load_attribution_data
     from attribkit.train.metrics import evaluate_members
     from attribkit.train.run import load_run
 
     meta, members = load_run(run)
-    data = load_attribution_data(data_dir, "test")
     check_label_spaces(meta, data, str(run))
-    found = evaluate_members(members, data, TrainConfig.from_dict(meta["config"], where=str(run)).quantize)
+    return evaluate_members(members, data, TrainConfig.from_dict(meta["config"], where=str(run)).quantize)
+
+
+def score(run: Path, data_dir: Path) -> dict:
+    """A run's metrics on another data set's test split, which must have the run's label spaces."""
+    from attribkit.train.data import load_attribution_data
+
+    found = evaluated(run, load_attribution_data(data_dir, "test"))
     found.pop("_signatures")
     return found
 
@@ -141,27 +146,21 @@ def attack_errors(data_dir: Path, runs: dict[str, list[Path]], split: str) -> st
 
     import torch
 
-    from attribkit.train.data import load_attribution_data, quantize, split_validation
-    from attribkit.train.metrics import evaluate_members
-    from attribkit.train.models import predict
-    from attribkit.train.run import load_run
+    from attribkit.evaluate import _validation_data
+    from attribkit.train.data import load_attribution_data
 
-    data = load_attribution_data(data_dir, "train" if split == "validation" else "test")
-    if split == "validation":
-        data = split_validation(data, TrainConfig().validation)[1]
-    spaces = data.label_spaces
-    lines = [f"attack errors on {split}: {len(data)} examples made from "
-             f"{len(torch.unique(data.clean_index))} distinct clean images", ""]
+    test = load_attribution_data(data_dir, "test") if split == "test" else None
+    lines = []
     for name, folders in runs.items():
-        per_image = Counter()
-        kinds = Counter()
+        # evaluate's own rule: the runs must have held out the same images of this data set
+        data = test if test is not None else _validation_data(folders[0], folders[1:], data_dir, True)
+        spaces = data.label_spaces
+        if not lines:
+            lines = [f"attack errors on {split}: {len(data)} examples made from "
+                     f"{len(torch.unique(data.clean_index))} distinct clean images", ""]
+        per_image, kinds = Counter(), Counter()
         for folder in folders:
-            meta, members = load_run(folder)
-            config = TrainConfig.from_dict(meta["config"], where=str(folder))
-            if split == "validation" and config.validation != TrainConfig().validation:
-                raise SystemExit(f"{folder} held out another validation split")
-            images = quantize(data.images) if config.quantize else data.images
-            said = evaluate_members(members, data, False, predict(members, images))["_signatures"]["attack"]
+            said = evaluated(folder, data)["_signatures"]["attack"]
             for i in torch.nonzero(said != data.labels["attack"]).flatten().tolist():
                 hp = next(round(float(x)) for x in data.labels["hp"][i] if x == x)
                 kinds[(spaces["attack"][int(data.labels["attack"][i])], spaces["attack"][int(said[i])],
@@ -209,10 +208,11 @@ def main() -> None:
                "parameters_m": round(sum(metas[0]["parameters"].values()) / 1e6, 3),
                "train_examples": metas[0]["data"]["train"]}
         for split in ("validation", "test") if args.test else ("validation",):
-            finals = [m[f"final_{split}_metrics"] for m in metas]
             if split == "test" and args.test_data:
                 finals = [score(variant_folder(args.work, args.study, name) / f"seed-{s}", args.test_data)
                           for s in args.seeds]
+            else:
+                finals = [m[f"final_{split}_metrics"] for m in metas]
             row[split] = {k: summarise([f[k] for f in finals]) for k in METRICS if all(f.get(k) is not None for f in finals)}
         rows[name] = row
     report = {"study": args.study, "data": str(args.data), "seeds": args.seeds, "machine": cpu_name(), "rows": rows,

@@ -174,8 +174,8 @@ def main() -> None:
         "single-label-120": (data23, TrainConfig(model="single-label", **base)),
     }
     for seed in range(1, args.seeds):  # seed 0 is the pair above
-        runs[f"mtaa-seed{seed}"] = (data, TrainConfig(seed=seed, **base))
-        runs[f"single-task-seed{seed}"] = (data, TrainConfig(model="single-task", seed=seed, **base))
+        runs[seed_run("mtaa", seed)] = (data, TrainConfig(seed=seed, **base))
+        runs[seed_run("single-task", seed)] = (data, TrainConfig(model="single-task", seed=seed, **base))
     paths = {}
     for i, (name, (d, cfg)) in enumerate(runs.items()):
         paths[name] = trained(d, cfg, work / "runs" / name)
@@ -186,9 +186,8 @@ def main() -> None:
     reports = {}
     for name, path in paths.items():
         d = runs[name][0]
-        baseline = {"mtaa": paths["single-task"]}.get(name)
-        if name.startswith("mtaa-seed"):
-            baseline = paths[name.replace("mtaa", "single-task")]
+        mtaa_seed = next((seed for seed in range(args.seeds) if seed_run("mtaa", seed) == name), None)
+        baseline = None if mtaa_seed is None else paths[seed_run("single-task", mtaa_seed)]
         reports[name] = evaluate(path, d, baseline=baseline, out=work / "eval" / name)
     times["evaluate"] = time.time() - t
     times["total"] = time.time() - start
@@ -214,8 +213,12 @@ def hand_written_sections(doc: Path) -> str:
     return "\n" + "".join(lines[first:]) if first is not None else ""
 
 
+def attributor_of(r: dict) -> dict:
+    return r.get("attributor", {"backbone": "resnet18", "width": 0.25, "input_scale": 2})  # runs before it was recorded
+
+
 def attributor(r: dict) -> str:
-    a = r.get("attributor", {"backbone": "resnet18", "width": 0.25, "input_scale": 2})  # runs before it was recorded
+    a = attributor_of(r)
     upscale = f" with a {a['input_scale']}× input upscale" if a["input_scale"] > 1 else ""
     return f"{a['backbone']} at width {a['width']:g}{upscale}"
 
@@ -239,8 +242,13 @@ def per_cell(report: dict, metric: str) -> list[str]:
     return rows
 
 
+def seed_run(model: str, seed: int) -> str:
+    """The run folder's name of Table 7's ``model`` trained with ``seed`` (seed 0 keeps the plain name)."""
+    return model if seed == 0 else f"{model}-seed{seed}"
+
+
 def command(r: dict) -> str:
-    a = r.get("attributor", {"backbone": "resnet18", "width": 0.25, "input_scale": 2})
+    a = attributor_of(r)
     return (f"python bench/paper.py --scale {r['scale']:g} --epochs {r['epochs']} --backbone {a['backbone']} "
             f"--width {a['width']:g} --input-scale {a['input_scale']} --seeds {r.get('seeds', 1)}")
 
@@ -250,17 +258,16 @@ def seed_rows(rep: dict, seeds: int) -> list[str]:
     one test error moves these numbers, so the paper's claim is judged on the seeds together."""
     if seeds < 2:
         return []
-    name = lambda model, seed: model if seed == 0 else f"{model}-seed{seed}"
     lines = [f"Over {seeds} training seeds on this data set (mean ± half the spread):", "",
              "| model | attack acc (%) | victim acc (%) | hyperparameter RMSE |", "|---|---|---|---|"]
     for model, label in (("single-task", "single-task (ours)"), ("mtaa", "MTAA (ours)")):
-        runs = [rep[name(model, s)] for s in range(seeds)]
+        runs = [rep[seed_run(model, s)] for s in range(seeds)]
         cells = []
         for key, scale in (("attack_accuracy", 100), ("victim_accuracy", 100), ("hp_rmse", 1)):
             vals = [scale * x[key] for x in runs]
             cells.append(f"{statistics.fmean(vals):.2f} ± {(max(vals) - min(vals)) / 2:.2f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    deltas = [rep[name("mtaa", s)]["delta_mtl_percent"] for s in range(seeds)]
+    deltas = [rep[seed_run("mtaa", s)]["delta_mtl_percent"] for s in range(seeds)]
     lines += ["", "Δ_MTL of MTAA against single-task of the same seed: " +
               ", ".join(f"{d:+.2f} %" for d in deltas) +
               f" (mean {statistics.fmean(deltas):+.2f} %; {sum(d > 0 for d in deltas)} of {seeds} positive).", ""]

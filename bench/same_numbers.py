@@ -106,7 +106,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no .safetensors or .json files under {args.before}")
     bad = 0
-    print(f"| file | compared | differ |\n|---|---|---|")
+    print("| file | compared | differ |\n|---|---|---|")
     for rel, r in files.items():
         n = r.get("tensors", r.get("leaves", 0))
         differ = r.get("differ", {})
