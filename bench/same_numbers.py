@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -67,15 +68,50 @@ def _leaves(obj, prefix: str, ignore: set[str]):
         yield prefix, obj
 
 
-def compare_json(before: Path, after: Path, ignore: set[str]) -> dict:
-    old = dict(_leaves(json.loads(before.read_text()), "", ignore))
+class Expected:
+    """Differences a change declares on purpose (``--expect FILE``), as regular expressions
+    over ``FILE:leaf.path`` (the file relative to the folder): ``renamed`` maps an old leaf
+    to its new place, ``added`` are leaves only the new layout has, ``removed`` leaves only
+    the old one had, ``changed`` leaves whose value may differ. Anything else that differs
+    is a failure."""
+
+    def __init__(self, spec: dict | None = None):
+        spec = spec or {}
+        self.renamed = [(re.compile(k), v) for k, v in spec.get("renamed", {}).items()]
+        self.added = [re.compile(p) for p in spec.get("added", [])]
+        self.changed = [re.compile(p) for p in spec.get("changed", [])]
+        self.removed = [re.compile(p) for p in spec.get("removed", [])]
+
+    def rename(self, rel: str, path: str) -> str:
+        for pattern, repl in self.renamed:
+            key = f"{rel}:{path}"
+            if pattern.fullmatch(key):
+                return pattern.sub(repl, key).split(":", 1)[1]
+        return path
+
+    def allows(self, rel: str, path: str, only_after: bool, only_before: bool) -> bool:
+        key = f"{rel}:{path}"
+        patterns = self.changed + (self.added if only_after else []) + (self.removed if only_before else [])
+        return any(p.fullmatch(key) for p in patterns)
+
+
+def compare_json(before: Path, after: Path, ignore: set[str], rel: str = "", expected: Expected | None = None) -> dict:
+    expected = expected or Expected()
+    old = {expected.rename(rel, k): v for k, v in _leaves(json.loads(before.read_text()), "", ignore)}
     new = dict(_leaves(json.loads(after.read_text()), "", ignore))
-    differ = {k: f"{old.get(k, '(absent)')!r} vs {new.get(k, '(absent)')!r}"
-              for k in sorted(set(old) | set(new)) if old.get(k, ...) != new.get(k, ...)}
-    return {"leaves": len(new), "differ": differ}
+    differ, allowed = {}, 0
+    for k in sorted(set(old) | set(new)):
+        if old.get(k, ...) == new.get(k, ...):
+            continue
+        if expected.allows(rel, k, only_after=k not in old, only_before=k not in new):
+            allowed += 1
+        else:
+            differ[k] = f"{old.get(k, '(absent)')!r} vs {new.get(k, '(absent)')!r}"
+    return {"leaves": len(new), "differ": differ, "expected": allowed}
 
 
-def compare_folders(before: Path, after: Path, key_map: dict[str, str], ignore: set[str]) -> dict:
+def compare_folders(before: Path, after: Path, key_map: dict[str, str], ignore: set[str],
+                    expected: Expected | None = None) -> dict:
     files = {}
     for path in sorted(before.rglob("*")):
         rel = path.relative_to(before)
@@ -87,7 +123,7 @@ def compare_folders(before: Path, after: Path, key_map: dict[str, str], ignore: 
         elif path.suffix == ".safetensors":
             files[str(rel)] = compare_tensors(path, other, key_map)
         else:
-            files[str(rel)] = compare_json(path, other, ignore)
+            files[str(rel)] = compare_json(path, other, ignore, str(rel), expected)
     return files
 
 
@@ -97,23 +133,25 @@ def main() -> None:
     ap.add_argument("after", type=Path)
     ap.add_argument("--key-map", type=Path, help="JSON object: tensor key before → key after")
     ap.add_argument("--ignore", nargs="*", default=list(VOLATILE), help="JSON keys not compared")
+    ap.add_argument("--expect", type=Path, help="JSON: the layout changes a change declares (see Expected)")
     args = ap.parse_args()
     for folder in (args.before, args.after):
         if not folder.is_dir():
             raise SystemExit(f"not a folder: {folder}")
     key_map = json.loads(args.key_map.read_text()) if args.key_map else {}
-    files = compare_folders(args.before, args.after, key_map, set(args.ignore))
+    expected = Expected(json.loads(args.expect.read_text())) if args.expect else None
+    files = compare_folders(args.before, args.after, key_map, set(args.ignore), expected)
     if not files:
         raise SystemExit(f"no .safetensors or .json files under {args.before}")
     bad = 0
-    print("| file | compared | differ |\n|---|---|---|")
+    print("| file | compared | differ | declared changes |\n|---|---|---|---|")
     for rel, r in files.items():
         n = r.get("tensors", r.get("leaves", 0))
         differ = r.get("differ", {})
         bad += bool(differ) or "missing after" in r
-        print(f"| {rel} | {'missing after' if 'missing after' in r else n} | {len(differ)} |")
+        print(f"| {rel} | {'missing after' if 'missing after' in r else n} | {len(differ)} | {r.get('expected', 0)} |")
         for key, why in list(differ.items())[:5]:
-            print(f"|   {key} | | {why} |")
+            print(f"|   {key} | | {why} | |")
     out = Path("bench/results/same-numbers.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"before": str(args.before), "after": str(args.after), "files": files}, indent=1) + "\n")
