@@ -16,8 +16,9 @@ import torch
 
 from .errors import AttribkitError
 from .storage import read_bytes, tensors_from_bytes
-from .train.models import heads_of, predict, signatures
-from .train.run import input_shape, load_run
+from .training.models import heads_of, predict
+from .runtime import Runtime
+from .training.run import input_shape, load_run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -152,36 +153,27 @@ def collect_inputs(inputs: list[str], channels: int, size: int) -> list[Item]:
     return items
 
 
-def format_value(meta: dict, name: str, value: float) -> dict:
-    info = meta["label_spaces"]["hyperparameters"][name]
-    return {"value": value, "unit": info["unit"], "natural": value / info["scale"],
-            "text": f"{info['symbol'] or name} = {value:.1f}{info['unit']}"}
-
-
-def attribute(run: str | Path, inputs: list[str], verify: bool = True) -> dict:
-    """``verify=False`` loads the run without checking its files' recorded hashes."""
-    meta, members = load_run(run, verify)
+def attribute(run: str | Path, inputs: list[str], verify: bool = True, runtime: Runtime | None = None) -> dict:
+    """Every head's answer for each input. ``table`` holds the same as text, one
+    column per answer, for a person to read. ``verify=False`` loads the run
+    without checking its files' recorded hashes."""
+    meta, members = load_run(run, verify, runtime)
     channels, size = input_shape(meta)
     items = collect_inputs(inputs, channels, size)
-    images = torch.stack([i.image for i in items])
-    outputs = predict(members, images)
-    ls = meta["label_spaces"]
-    sig = signatures(members, outputs)
-    extra_heads = {n: h for n, h in heads_of(members).items()
-                   if n not in ("attack", "victim", "hyperparameter", "combination")}
-    extra = {n: h.answer(outputs[n], outputs) for n, h in extra_heads.items()}
-    results = []
+    outputs = predict(members, torch.stack([i.image for i in items]))
+    heads = heads_of(members)
+    answers = [head.answer(outputs) for head in heads.values()]
+    results, shown = [], []
     for i, item in enumerate(items):
         row: dict = {"input": item.source}
-        for name in ("attack", "victim"):
-            if name in sig:
-                row[name] = ls[name][int(sig[name][i])]
-                row[f"{name}_probability"] = round(float(sig[f"{name}_prob"][i]), 4)
-        hps = ls["attack_info"][row["attack"]]["hyperparameters"] if "attack" in row else []
-        if "hp" in sig and hps and torch.isfinite(sig["hp"][i]):
-            row["hyperparameters"] = {hps[0]: format_value(meta, hps[0], float(sig["hp"][i]))}
-        for answers in extra.values():
-            row.update(answers[i])
+        text: dict = {"input": item.source}
+        for head, answer in zip(heads.values(), answers):
+            row.update(answer[i])
+            text.update(head.shown(answer[i]) if answer[i] else {})
         row["conversion"] = item.conversion
+        text["note"] = item.conversion or ""
         results.append(row)
-    return {"run": str(run), "model": meta["config"]["model"], "heads": list(extra_heads), "results": results}
+        shown.append(text)
+    columns = [c for c in dict.fromkeys(k for text in shown for k in text) if c != "note"] + ["note"]
+    return {"run": str(run), "model": meta.config["model"], "heads": list(heads), "results": results,
+            "table": {"columns": columns, "rows": [[text.get(c, "–") for c in columns] for text in shown]}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -13,9 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, plugins
-from .console import GenerateProgress, err_console, make_progress
+from .console import ConsoleProgress, err_console
 from .errors import AttribkitError
+from .pipeline import DEMO
 from .storage import IntegrityNotice
+from .training.config import TrainConfig
 
 KIND_CHOICE = click.Choice(list(plugins.KINDS) + ["scenarios"])
 
@@ -42,6 +45,19 @@ class Group(click.Group):
             sys.exit(130)
 
 
+class RootGroup(Group):
+    """The `attribkit` group: its own commands, then those that plugins add
+    with register_commands. Plugins are asked only for a name that is not
+    built in (or for the list, in --help), so a built-in command never waits
+    for them, and none of theirs can stand in for one."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *plugins.add_commands(self)})
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or plugins.add_commands(self).get(name)
+
+
 def _show_notice(fallback):
     """Integrity notices as one line each on stderr; other warnings as Python shows them."""
     def show(message, category, filename, lineno, file=None, line=None):
@@ -66,7 +82,7 @@ def _warn_plugin_errors() -> None:
                           soft_wrap=True)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attribkit")
 def cli():
     """Adversarial attack attribution: given an adversarial image, tell which
@@ -81,8 +97,10 @@ def cli():
 
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_cmd(as_json):
+@click.pass_context
+def plugins_cmd(ctx, as_json):
     """Installed plugins: version, hooks, what each registered, load errors."""
+    plugins.add_commands(ctx.find_root().command)  # their commands and register_commands' errors are listed too
     reg = plugins.registry()
     infos = sorted(reg.plugins.values(), key=lambda p: (p.source != "builtin", p.name))
     if as_json:
@@ -116,7 +134,7 @@ def _describe(kind: str, spec) -> dict:
 def list_cmd(kind, as_json):
     """List registered attacks, victims, backbones, heads, datasets or built-in scenarios."""
     if kind == "scenarios":
-        from .generate.scenario import builtin_scenarios
+        from .generation.scenario import builtin_scenarios
 
         rows = [{"name": n, "path": str(p)} for n, p in sorted(builtin_scenarios().items())]
     else:
@@ -170,31 +188,13 @@ def victims_train(dataset, zoo, archs, width, epochs, seed, force, as_json):
     are kept unless --force.
     """
     from .data import load_dataset
-
-    _warn_plugin_errors()
-    records = _train_victims(zoo, archs or tuple(plugins.registry().names("victims")), load_dataset(dataset),
-                             width=width, epochs=epochs, seed=seed, force=force)
-    _print_victims(records, as_json)
-
-
-def _train_victims(zoo, archs, dataset, **kwargs):
     from .victims.train import train_zoo
 
-    with make_progress() as progress:
-        tasks = {}
-
-        def on_start(arch):
-            tasks[arch] = progress.add_task(f"train {arch}", total=1, info="")
-            return lambda step, total, loss: progress.update(tasks[arch], total=total, completed=step,
-                                                             info=f"loss {loss:.3f}")
-
-        def on_done(record, trained):
-            if trained:
-                progress.update(tasks[record.architecture], info=f"test acc {record.test_accuracy:.2%}")
-            else:
-                err_console.print(f"{record.name}: already in {zoo} (use --force to retrain)")
-
-        return train_zoo(zoo, archs, dataset, on_start=on_start, on_done=on_done, **kwargs)
+    _warn_plugin_errors()
+    rt = _runtime()
+    archs, clean = archs or tuple(rt.plugins.names("victims")), load_dataset(dataset, rt.plugins)
+    records = train_zoo(zoo, archs, clean, width=width, epochs=epochs, seed=seed, force=force, runtime=rt)
+    _print_victims(records, as_json)
 
 
 def _print_victims(records, as_json):
@@ -242,34 +242,18 @@ def generate_cmd(scenario, out, zoo, accept_versions, no_verify, as_json):
     kept, damaged or missing ones are made again (and reported). A data set
     begun with other library versions is refused unless --accept-versions.
     """
-    from .generate.engine import generate
-    from .generate.scenario import load_scenario
+    from .generation.engine import generate, summarise
+    from .generation.scenario import load_scenario
 
     _warn_plugin_errors()
-    sc = load_scenario(scenario)
-    with make_progress() as progress:
-        manifest = generate(sc, out, zoo=zoo, progress=GenerateProgress(progress), verify=not no_verify,
-                            accept_versions=accept_versions)
-    summary = _summarise(manifest)
+    rt = _runtime()
+    manifest = generate(load_scenario(scenario, rt.plugins), out, zoo=zoo, verify=not no_verify,
+                        accept_versions=accept_versions, runtime=rt)
+    summary = summarise(manifest)
     if as_json:
         _echo_json(summary)
     else:
         _print_summary(summary, out)
-
-
-def _summarise(manifest: dict) -> dict:
-    cells = {}
-    for shard in manifest["shards"].values():
-        key = (shard["attack"], shard["victim"])
-        c = cells.setdefault(key, {"attack": shard["attack"], "victim": shard["victim"], "train": 0, "test": 0,
-                                   "attempted": 0, "succeeded": 0})
-        c[shard["split"]] += shard["examples"]
-        c["attempted"] += sum(x["attempted"] for x in shard["cells"])
-        c["succeeded"] += sum(x["succeeded"] for x in shard["cells"])
-    for c in cells.values():
-        c["success_rate"] = round(c["succeeded"] / c["attempted"], 4) if c["attempted"] else None
-    return {"scenario": manifest["scenario"]["name"], "status": manifest["status"], "totals": manifest.get("totals"),
-            "cells": list(cells.values())}
 
 
 def _print_summary(summary: dict, out: str) -> None:
@@ -282,88 +266,83 @@ def _print_summary(summary: dict, out: str) -> None:
     Console().print(table)
 
 
+# The order `attribkit train --help` lists TrainConfig's fields in (the
+# fields' own order is run.json's and stays); a field not named here follows.
+TRAIN_OPTION_ORDER = ("model", "backbone", "width", "epochs", "batch_size", "input_scale", "stem", "pool", "lr",
+                      "schedule", "weight_decay", "validation", "per_cell", "quantize", "loss", "regression",
+                      "ae_weight", "perturbation", "task_specific", "fusion", "label_values", "heads", "seed")
+_CLICK_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _config_options(cls, order=()):
+    """One option per field of the dataclass ``cls``, with the default, help,
+    choices and bounds that the field's metadata declares (training/config.py):
+    the class is the one place they are written. The option's parameter is
+    the field's name, so the command can pass them on as ``cls(**options)``."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    ordered = [by_name[n] for n in order if n in by_name] + [f for f in by_name.values() if f.name not in order]
+
+    def decorate(command):
+        for f in reversed(ordered):  # click lists options in the order their decorators are written
+            command = _field_option(f)(command)
+        return command
+
+    return decorate
+
+
+def _field_option(f: dataclasses.Field):
+    meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+    if f.type == "bool":  # a switch away from the default: --no-fusion, or --fusion for one that defaults off
+        return click.option(meta.get("option", f"--no-{flag[2:]}" if f.default else flag), f.name, is_flag=True,
+                            flag_value=not f.default, default=f.default, help=meta.get("help"))
+    if f.type.startswith("tuple["):
+        return click.option(meta.get("option", flag), f.name, multiple=True, help=meta.get("help"))
+    if "choices" in meta:
+        kind = click.Choice(list(meta["choices"]))
+    elif "min" in meta or "max" in meta:
+        kind = (click.IntRange if f.type == "int" else click.FloatRange)(
+            meta.get("min"), meta.get("max"), max_open=meta.get("max_open", False))
+    else:
+        kind = _CLICK_TYPES[f.type]
+    return click.option(meta.get("option", flag), f.name, type=kind, default=f.default, show_default=True,
+                        help=meta.get("help") or None)
+
+
 @cli.command("train")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New run folder.")
-@click.option("--model", type=click.Choice(["mtaa", "single-task", "single-label", "cnn"]), default="mtaa",
-              show_default=True,
-              help="MTAA; one network per signature; one class per attack×victim×value combination; or the plain "
-                   "4-layer CNN baseline, one per signature (it ignores the backbone, width, input scale and stem).")
-@click.option("--backbone", default="resnet18", show_default=True, help="See `attribkit list backbones`.")
-@click.option("--width", type=float, default=0.25, show_default=True, help="Backbone width (1.0 = paper's, slow on CPU).")
-@click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--input-scale", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Nearest-neighbour upscale before the backbone (1 = none).")
-@click.option("--stem", type=click.Choice(["timm", "stride1"]), default="timm", show_default=True,
-              help="The backbone's stem as timm builds it (4× reduction), or stride 1 with no stem pooling: keeps "
-                   "every pixel of small images such as 28-px MNIST.")
-@click.option("--pool", type=click.Choice(["avg", "avg+max"]), default="avg", show_default=True,
-              help="What the heads read of each feature map: its mean, or its mean and maximum.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "onecycle"]), default="cosine", show_default=True,
-              help="Learning-rate schedule: cosine annealing (the paper's) or one-cycle (warm-up, then anneal).")
-@click.option("--weight-decay", type=float, default=1e-3, show_default=True)
-@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Fraction of the training split's clean images held out as a validation split (the same for "
-                   "every run on a data set); per-epoch metrics are measured on it, never on test. 0 = none.")
-@click.option("--per-cell", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Train on at most this many examples per attack × victim × value cell (0 = all).")
-@click.option("--loss", type=click.Choice(["uncertainty", "sum"]), default="uncertainty", show_default=True,
-              help="Uncertainty-weighted (eq. 14) or plain sum of task losses.")
-@click.option("--regression", type=click.Choice(["per-attack", "single"]), default="per-attack", show_default=True,
-              help="One regressor per attack hyperparameter, or the paper's single regressor.")
-@click.option("--no-perturbation", is_flag=True, help="Drop the auto-encoder perturbation extractor (ablation).")
-@click.option("--no-task-specific", is_flag=True, help="Share the last stage between branches (ablation).")
-@click.option("--no-fusion", is_flag=True, help="Drop high-low feature fusion (ablation).")
-@click.option("--head", "heads", multiple=True, help="Only these head plugins (default: all that apply).")
-@click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 64 - 1), default=0, show_default=True)
+@_config_options(TrainConfig, TRAIN_OPTION_ORDER)
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def train_cmd(data_dir, out, model, backbone, width, epochs, batch_size, input_scale, stem, pool, lr, schedule, weight_decay,
-              validation, per_cell, loss, regression, no_perturbation, no_task_specific, no_fusion, heads, seed,
-              no_verify, as_json):
+def train_cmd(data_dir, out, no_verify, as_json, **options):
     """Train an attribution model on a generated data set.
 
     Adam with cosine LR (the paper's settings by default). The run folder
     holds the resolved config, versions, seed, safetensors weights,
     per-epoch metrics (JSON + CSV) and the label spaces to attribute with.
     """
-    from .train.config import TrainConfig
-
     _warn_plugin_errors()
-    config = TrainConfig(model=model, backbone=backbone, width=width, perturbation=not no_perturbation,
-                         task_specific=not no_task_specific, fusion=not no_fusion, loss=loss, regression=regression,
-                         epochs=epochs, batch_size=batch_size, input_scale=input_scale, stem=stem, pool=pool, lr=lr,
-                         schedule=schedule, weight_decay=weight_decay, validation=validation, per_cell=per_cell,
-                         seed=seed, heads=tuple(heads))
+    config = TrainConfig(**options)
     meta = _train(data_dir, config, out, verify=not no_verify)
-    summary = {"run": out, "model": model, "seconds": meta["seconds"], "parameters": meta["parameters"],
-               "validation": meta.get("final_validation_metrics"), "test": meta["final_test_metrics"]}
+    summary = {"run": out, "model": config.model, "seconds": meta.seconds, "parameters": meta.parameters,
+               "validation": meta.final_validation_metrics, "test": meta.final_test_metrics}
     if as_json:
         _echo_json(summary)
     else:
-        _print_metrics(f"{model} → {out} ({meta['seconds']:.0f} s)", meta["final_test_metrics"])
+        _print_metrics(f"{config.model} → {out} ({meta.seconds:.0f} s)", meta.final_test_metrics)
+
+
+def _runtime():
+    """The one Runtime of this command: CPU, one worker, what is installed, rich progress bars."""
+    from .runtime import Runtime
+
+    return Runtime(progress=ConsoleProgress())
 
 
 def _train(data_dir, config, out, verify=True):
-    from .train.trainer import train
+    from .training.trainer import train
 
-    with make_progress() as progress:
-        tasks = {}
-
-        def on_step(member, step, total, loss):
-            if member not in tasks:
-                tasks[member] = progress.add_task(f"train {member}", total=total, info="")
-            progress.update(tasks[member], completed=step)
-
-        def on_epoch(member, epoch, epochs, row):
-            acc = " ".join(f"{k.removesuffix('_accuracy')} {v:.1%}" for k, v in row.items()
-                           if k.endswith("_accuracy") and v is not None)
-            rmse = f" rmse {row['hp_rmse']:.1f}" if row.get("hp_rmse") is not None else ""
-            progress.update(tasks[member], info=f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {acc}{rmse}")
-
-        return train(data_dir, config, out, on_step=on_step, on_epoch=on_epoch, verify=verify)
+    return train(data_dir, config, out, verify=verify, runtime=_runtime())
 
 
 def _print_metrics(title, metrics):
@@ -392,23 +371,19 @@ def attribute_cmd(run, inputs, no_verify, as_json):
     one channel, opaque alpha) are made and reported; resizing or colour
     conversion would alter the perturbation, so such images are rejected.
     """
-    from .attribute import attribute
+    from .attribution import attribute
 
-    report = attribute(run, list(inputs), verify=not no_verify)
+    _warn_plugin_errors()
+    report = attribute(run, list(inputs), verify=not no_verify, runtime=_runtime())
+    shown = report.pop("table")  # the answers as text, one column per answer of every head
     if as_json:
         _echo_json(report)
         return
     table = Table(title=f"attribution by {report['model']} ({run})")
-    extra = report["heads"]  # heads from plugins: one column each
-    for col in ("input", "attack", "victim", "hyperparameter", *extra, "note"):
+    for col in shown["columns"]:
         table.add_column(col, overflow="fold")
-    for r in report["results"]:
-        hp = ", ".join(v["text"] for v in r.get("hyperparameters", {}).values())
-        answers = [f"{r[h]} ({r[f'{h}_probability']:.0%})" if f"{h}_probability" in r else str(r.get(h, "–"))
-                   for h in extra]
-        table.add_row(r["input"], f"{r.get('attack', '–')} ({r.get('attack_probability', 0):.0%})",
-                      f"{r.get('victim', '–')} ({r.get('victim_probability', 0):.0%})", hp, *answers,
-                      r["conversion"] or "")
+    for row in shown["rows"]:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -428,9 +403,10 @@ def evaluate_cmd(run, data_dir, baselines, split, out, no_verify, as_json):
     (t-SNE of the features, perturbations per attack and victim, training
     curves, confusion matrices, per-cell heat maps, RMSE per value); written
     as evaluation.json, evaluation.md, PNGs and one self-contained report.html."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
-    report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify)
+    _warn_plugin_errors()
+    report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify, runtime=_runtime())
     if as_json:
         _echo_json(report)
         return
@@ -455,7 +431,7 @@ def verify_cmd(path, record, as_json):
     hashes; --record records them as they are now). Exits 1 if anything is
     not ok. The hashes find rot and accidents, not tampering.
     """
-    from .verify import verify
+    from .verification import verify
 
     result = verify(path, record=record)
     if as_json:
@@ -486,13 +462,6 @@ def verify_cmd(path, record, as_json):
                              f"{named}{hint}")
 
 
-# What the demo trains, chosen on the validation split of the quick scenario's data
-# (bench/attributor.py; docs/results.md has the measurements): the convnet backbone
-# keeps the perturbation that a ResNet stem averages away on 28-px digits.
-DEMO = {"victim_epochs": 4, "backbone": "convnet", "width": 0.5, "input_scale": 1, "epochs": 8,
-        "schedule": "cosine"}
-
-
 @cli.command("demo")
 @click.option("--out", default="attribkit-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's zoo and data set (reused if it exists).")
@@ -520,40 +489,21 @@ def demo_cmd(out, scenario, victim_epochs, victim_width, backbone, epochs, width
     three of docs/results.md's aims on the demo's data (3 seeds) and beat the
     plain CNN baseline on every signature of a wider test split.
     """
-    import shutil
-    import time
-
-    from .data import load_dataset
-    from .evaluate import evaluate
-    from .generate.engine import generate
-    from .generate.scenario import load_scenario
-    from .train.config import TrainConfig
-    from .train.run import RUN_FILE
+    from .generation.scenario import load_scenario
+    from .pipeline import demo
 
     _warn_plugin_errors()
-    start = time.time()
-    sc = load_scenario(scenario)
-    config = TrainConfig(backbone=backbone, epochs=epochs, width=width, input_scale=input_scale,
-                         schedule=DEMO["schedule"])  # bad options fail before any work
-    plugins.get("backbones", backbone)
-    out = Path(out)
-    zoo, data, run = out / "zoo", out / "data", out / "run"
-    _train_victims(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset), width=victim_width,
-                   epochs=victim_epochs)
-    with make_progress() as progress:
-        generate(sc, data, zoo=zoo, progress=GenerateProgress(progress))
-    if not (run / RUN_FILE).exists():
-        shutil.rmtree(run, ignore_errors=True)  # what an older attribkit left when killed while training
-        _train(data, config, run)
-    report = evaluate(run, data)
-    report.pop("tables")
-    report["seconds"] = round(time.time() - start, 1)
+    rt = _runtime()
+    sc = load_scenario(scenario, rt.plugins)  # here too for its name, in the title
+    report = demo(out, sc, victim_epochs=victim_epochs, victim_width=victim_width, backbone=backbone, epochs=epochs,
+                  width=width, input_scale=input_scale, runtime=rt)
     if as_json:
         _echo_json(report)
     else:
+        signatures = [k for k, d in report["scores"].items() if d["signature"]]
+        shown = [k for key in signatures for k in (key, f"{key}_per_attack") if k in report]
         _print_metrics(f"demo: MTAA on the {sc.name} scenario ({report['seconds']:.0f} s in all)",
-                       {k: report.get(k) for k in ("attack_accuracy", "victim_accuracy", "hp_rmse",
-                                                   "hp_rmse_per_attack", "parameters_m", "gflops")})
+                       {k: report[k] for k in shown + ["parameters_m", "gflops"]})
         err_console.print(f"report: {report['out']}/evaluation.md")
 
 

@@ -48,14 +48,13 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def per_cell(values: torch.Tensor, labels: dict[str, torch.Tensor], label_spaces: dict,
-             rmse: bool = False) -> dict[str, dict[str, float | None]]:
+def per_cell(values: torch.Tensor, labels, label_spaces, rmse: bool = False) -> dict[str, dict[str, float | None]]:
     """Mean (or root mean square) of per-example ``values`` in each attack × victim cell; None where empty."""
     table = {}
-    for i, attack in enumerate(label_spaces["attack"]):
+    for i, attack in enumerate(label_spaces.attacks):
         table[attack] = {}
-        for j, victim in enumerate(label_spaces["victim"]):
-            v = values[(labels["attack"] == i) & (labels["victim"] == j)]
+        for j, victim in enumerate(label_spaces.victims):
+            v = values[(labels.attack == i) & (labels.victim == j)]
             v = v[torch.isfinite(v)]
             table[attack][victim] = None if not len(v) else math.sqrt(float(v.pow(2).mean())) if rmse else float(v.mean())
     return table
@@ -171,9 +170,8 @@ def _hwc(image: torch.Tensor) -> torch.Tensor:
 
 def training_curves(history: list[dict], title: str) -> bytes | None:
     """Each signature's metric per epoch, one line per member (Fig. 7), and the training loss."""
-    first = ("attack_accuracy", "victim_accuracy", "hp_rmse")  # the paper's three signatures, then plugin heads
-    found = {k for row in history for k in row if k.endswith("_accuracy") or k == "hp_rmse"}
-    metrics = [k for k in first if k in found] + sorted(found - set(first))
+    found = {k for row in history for k in row if k.endswith(("_accuracy", "_rmse"))}
+    metrics = sorted(found, key=lambda k: (not k.endswith("_accuracy"), k))  # accuracies, then errors
     if not history or not metrics:
         return None
     plt = _pyplot()

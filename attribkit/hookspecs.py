@@ -1,5 +1,8 @@
-"""The only hook definitions. Every hook hands the plugin a ``register``
-callback, so hooks can grow arguments later without breaking old plugins."""
+"""The only hook definitions. Every ``register_<kind>`` hook hands the plugin
+a ``register`` callback, so hooks can grow arguments later without breaking
+old plugins; ``register_commands`` hands it the click group instead, as the
+``llm`` tool's hook of the same name does, so plugins written for that
+pattern read the same here."""
 
 from __future__ import annotations
 
@@ -32,3 +35,15 @@ def register_heads(register):
 @hookspec
 def register_datasets(register):
     """Call ``register(DatasetSpec(...))`` for each clean-image source."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to ``attribkit``: called with the root click group; a
+    plugin adds ``@cli.command()`` functions (or ``cli.add_command(...)``).
+
+    A command cannot replace a built-in one, nor another plugin's of the same
+    name (the first plugin keeps it); each refusal, and any exception the
+    hook raises, is reported by ``attribkit plugins``, and every other
+    command keeps working.
+    """

@@ -60,6 +60,7 @@ class Registry:
     def __init__(self):
         self.tables: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
         self.plugins: dict[str, PluginInfo] = {}
+        self.commands: dict[str, Registration] | None = None  # filled by add_commands, when the CLI needs them
 
     def get(self, kind: str, name: str):
         table = self.tables[kind]
@@ -147,6 +148,8 @@ def _collect() -> Registry:
             info = reg.plugins[impl.plugin_name]
             info.hooks.append(f"register_{kind}")
             _call_one(reg, kind, impl, info)
+    for impl in pm.hook.register_commands.get_hookimpls():  # called later, by add_commands
+        reg.plugins[impl.plugin_name].hooks.append("register_commands")
     return reg
 
 
@@ -169,6 +172,51 @@ def _call_one(reg: Registry, kind: str, impl, info: PluginInfo) -> None:
         impl.function(**{arg: register for arg in impl.argnames})
     except Exception as exc:
         info.errors.append(f"register_{kind}: {_describe(exc)}")
+
+
+def add_commands(group) -> dict[str, Any]:
+    """The plugins' commands for the root click ``group``: name → command.
+
+    Each ``register_commands`` hook runs once per registry, alone, so that
+    an exception, or a name that is built in or already taken, is recorded
+    as that plugin's error and nothing else changes. ``group`` itself is left
+    with only its own commands: the registry holds the plugins', so
+    refresh() and reset() forget them with the plugins that made them.
+    """
+    reg = registry()
+    if reg.commands is None:
+        reg.commands = {}
+        for impl in pm.hook.register_commands.get_hookimpls():  # registration order: the first plugin keeps a name
+            _add_one(reg, group, impl, reg.plugins[impl.plugin_name])
+    return {name: r.spec for name, r in reg.commands.items()}
+
+
+def _add_one(reg: Registry, group, impl, info: PluginInfo) -> None:
+    import click  # here: only the CLI asks for commands
+
+    own = dict(group.commands)
+    try:
+        impl.function(**{arg: group for arg in impl.argnames})
+    except Exception as exc:
+        info.errors.append(f"register_commands: {_describe(exc)}")
+        return  # what it added before failing is dropped too: half a plugin is worse than none
+    finally:
+        added = {n: c for n, c in group.commands.items() if own.get(n) is not c}
+        group.commands.clear()
+        group.commands.update(own)
+    for name, command in added.items():
+        if not isinstance(command, click.Command):
+            info.errors.append(f"register_commands: {name!r} is a {type(command).__name__}, not a click command")
+        elif name in own:
+            info.errors.append(f"command {name!r} is built in; plugin {info.name!r} cannot replace it (kept the "
+                               f"built-in)")
+        elif name in reg.commands:
+            other = reg.commands[name].plugin
+            info.errors.append(f"command {name!r} is already registered by plugin {other!r}; plugin {info.name!r} "
+                               f"tried to register it again (kept {other!r}'s)")
+        else:
+            reg.commands[name] = Registration(command, info.name)
+            info.registered.setdefault("commands", []).append(name)
 
 
 def registry() -> Registry:

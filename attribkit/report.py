@@ -16,8 +16,9 @@ import torch
 
 from . import figures, storage
 from .figures import Figure
-from .train.data import AttributionData
-from .train.models import Member
+from .training.data import AttributionData
+from .training.metrics import signature_metrics
+from .training.models import Member
 
 
 @torch.no_grad()
@@ -39,8 +40,8 @@ def model_figures(members: dict[str, Member], data: AttributionData, images: tor
     ls = data.label_spaces
     found = []
     if tsne:
-        groups = [f"{ls['attack'][a]} · {ls['victim'][v]}"
-                  for a, v in zip(data.labels["attack"].tolist(), data.labels["victim"].tolist())]
+        groups = [f"{ls.attacks[a]} · {ls.victims[v]}"
+                  for a, v in zip(data.labels.attack.tolist(), data.labels.victim.tolist())]
         png = figures.tsne(features_of(members, images), groups, "t-SNE of the attribution features")
         if png:
             found.append(Figure("tsne_features", "Features by attack × victim (paper Fig. 2)",
@@ -51,7 +52,7 @@ def model_figures(members: dict[str, Member], data: AttributionData, images: tor
         clean, cells = grid
         found.append(Figure("perturbations", "Perturbations per attack and victim (paper Figs. 3–4)",
                             "adversarial minus clean for one clean image; the value under each is its hyperparameter",
-                            figures.perturbations(cells, ls["attack"], ls["victim"], clean,
+                            figures.perturbations(cells, ls.attacks, ls.victims, clean,
                                                   "one clean image, every attack × victim")))
     png = figures.training_curves(history, "training curves")
     if png:
@@ -66,27 +67,27 @@ def perturbation_grid(data: AttributionData) -> tuple[torch.Tensor, dict] | None
     if len(data) == 0:
         return None
     cells_of: dict[int, set] = {}
-    for c, a, v in zip(data.clean_index.tolist(), data.labels["attack"].tolist(), data.labels["victim"].tolist()):
+    for c, a, v in zip(data.clean_index.tolist(), data.labels.attack.tolist(), data.labels.victim.tolist()):
         cells_of.setdefault(c, set()).add((a, v))
     best = max(sorted(cells_of), key=lambda c: len(cells_of[c]))
     ls = data.label_spaces
-    hp = torch.nan_to_num(data.labels["hp"], nan=0.0).sum(1)
+    hp = torch.nan_to_num(data.labels.hp, nan=0.0).sum(1)
     grid = {}
     for a, v in sorted(cells_of[best]):
-        rows = torch.nonzero((data.clean_index == best) & (data.labels["attack"] == a)
-                             & (data.labels["victim"] == v)).flatten()
+        rows = torch.nonzero((data.clean_index == best) & (data.labels.attack == a)
+                             & (data.labels.victim == v)).flatten()
         rows = rows[hp[rows].argsort()]
         i = int(rows[len(rows) // 2])
-        grid[ls["attack"][a], ls["victim"][v]] = (data.images[i] - data.clean[i], _value_label(data, i))
+        grid[ls.attacks[a], ls.victims[v]] = (data.images[i] - data.clean[i], _value_label(data, i))
     first = int(torch.nonzero(data.clean_index == best)[0])
     return data.clean[first], grid
 
 
 def _value_label(data: AttributionData, i: int) -> str:
-    names = list(data.label_spaces["hyperparameters"])
-    values = data.labels["hp"][i].tolist()
-    return ", ".join(f"{data.label_spaces['hyperparameters'][n].get('symbol', n)} {v:g}"
-                     for n, v in zip(names, values) if v == v)
+    spaces = data.label_spaces
+    values = data.labels.hp[i].tolist()
+    return ", ".join(f"{spaces.hyperparameters[n].symbol} {v:g}"
+                     for n, v in zip(spaces.hp_names, values) if v == v)
 
 
 def write_figures(out: Path, sections: list[tuple[str, list[Figure]]]) -> list[str]:
@@ -106,6 +107,11 @@ def num(v) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def metric_text(described: dict[str, dict], key: str, v) -> str:
+    """A metric as the report shows it: accuracies in %, errors as they are."""
+    return pct(v) if described[key]["kind"] == "accuracy" else num(v)
+
+
 def signed(v) -> str:
     return "–" if v is None else f"{v:+.2f}"
 
@@ -121,16 +127,20 @@ def row_delta(report: dict, row: int) -> float | None:
 def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
     """One self-contained page: the summary table, then every section's figures inline."""
     esc = html.escape
+    described = report["scores"]
+    columns = signature_metrics(described)
+    value = lambda key, v: metric_text(described, key, v)
     rows = [report] + report.get("baselines", [])
     table = "".join(
         f"<tr><td>{esc(r['model'])}</td><td>{esc(str(r.get('run', report['run'])))}</td>"
-        f"<td>{r['parameters_m']:.2f}</td><td>{r['gflops']:.4f}</td><td>{pct(r.get('attack_accuracy'))}</td>"
-        f"<td>{pct(r.get('victim_accuracy'))}</td><td>{num(r.get('hp_rmse'))}</td>"
-        f"<td>{signed(row_delta(report, i))}</td></tr>" for i, r in enumerate(rows))
+        f"<td>{r['parameters_m']:.2f}</td><td>{r['gflops']:.4f}</td>"
+        + "".join(f"<td>{value(k, r.get(k))}</td>" for k, _ in columns)
+        + f"<td>{signed(row_delta(report, i))}</td></tr>" for i, r in enumerate(rows))
+    header = "".join(f"<th>{esc(described[k]['column'])}</th>" for k, _ in columns)
     body = [f"<h1>Evaluation of {esc(str(report['run']))} ({esc(report['model'])})</h1>",
             f"<p>Data: {esc(str(report['data']))}, {esc(report['split'])} split, {report['examples']} examples.</p>",
-            "<table><tr><th>model</th><th>run</th><th>params (M)</th><th>GFLOPs</th><th>attack acc (%)</th>"
-            "<th>victim acc (%)</th><th>hyperparameter RMSE</th><th>Δ_MTL (%)</th></tr>" + table + "</table>"]
+            "<table><tr><th>model</th><th>run</th><th>params (M)</th><th>GFLOPs</th>" + header
+            + "<th>Δ_MTL (%)</th></tr>" + table + "</table>"]
     if report.get("baselines"):
         body.append("<p>Δ_MTL (eq. 15) of the evaluated model against the first baseline; against each: " + esc(
             ", ".join(f"{b['model']} ({b['run']}) {signed(b['delta_mtl_percent'])}" for b in report["baselines"])) + ".</p>")

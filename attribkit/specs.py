@@ -150,7 +150,14 @@ class HeadSpec:
     """A task head of the attribution model.
 
     ``applies(label_columns)`` says whether the data set has what the head
-    predicts; ``build(**context)`` returns the head module.
+    predicts; ``build(context)`` returns the head module (an
+    :class:`attribkit.Head` whose ``name`` and ``task`` are this spec's).
+    ``models`` are the model kinds the head joins: MTAA, single-task and the
+    CNN baseline train one network per head or all heads in one; single-label
+    trains only heads made for it. ``fit(labels, label_spaces, config)``, if
+    given, learns something from the training labels before training (a class
+    list, a scale); it must return JSON, which the run keeps and hands back as
+    ``context.state`` when the head is built again.
     """
 
     name: str
@@ -158,6 +165,14 @@ class HeadSpec:
     applies: Callable[[Sequence[str]], bool]
     build: Callable[..., torch.nn.Module]
     description: str = ""
+    models: tuple[str, ...] = ("mtaa", "single-task", "cnn")
+    fit: Callable[..., Any] | None = None
+
+    def __post_init__(self):
+        if self.task not in ("classification", "regression"):
+            raise AttribkitError(f"head {self.name!r}: task must be 'classification' or 'regression', got {self.task!r}")
+        if not callable(self.build) or not callable(self.applies):
+            raise AttribkitError(f"head {self.name!r}: applies and build must be callable")
 
 
 @dataclass

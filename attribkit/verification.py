@@ -9,8 +9,8 @@ from pathlib import Path
 
 from . import storage
 from .errors import AttribkitError
-from .generate import store as data_store
-from .train import run as run_store
+from .storage import dataset as data_store
+from .training import run as run_store
 from .victims import store as zoo_store
 
 
@@ -73,7 +73,7 @@ def _check_folder_record(folder: Path, name: str, fmt: str, files: list[str] | N
         return
     data = found.data
     try:
-        names = data_store.data_files(data) if files is None else [f for f in files if (folder / f).exists()
+        names = data_store.data_files(data["shards"]) if files is None else [f for f in files if (folder / f).exists()
                                                                     or storage.recorded_file(data, f, name)]
         checks = [storage.check_file(folder, f, storage.recorded_file(data, f, name)) for f in names]
     except (AttribkitError, KeyError, TypeError, AttributeError) as exc:

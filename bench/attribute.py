@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attribkit.attribute import attribute
-from attribkit.generate.store import load_split
+from attribkit.attribution import attribute
+from attribkit.storage.dataset import load_split
 from machine import cpu_name
 
 

@@ -27,10 +27,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from attribkit.cli import DEMO
-from attribkit.train.config import TrainConfig
-from attribkit.train.run import RUN_FILE
-from attribkit.train.trainer import train
+import attribkit
+from attribkit.pipeline import DEMO
+from attribkit.training.config import TrainConfig
+from attribkit.training.run import RUN_FILE
+from attribkit.training.trainer import train
 from machine import cpu_name
 
 METRICS = ("attack_accuracy", "victim_accuracy", "hp_rmse")
@@ -118,24 +119,27 @@ def variant_folder(work: Path, study: str, name: str) -> Path:
     return work / study / name.replace(" ", "_").replace("/", "-")
 
 
-def evaluated(run: Path, data) -> dict:
-    """A run's metrics on ``data`` (signatures included), on the images as the run was trained to see them."""
-    from attribkit.evaluate import check_label_spaces
-    from attribkit.train.metrics import evaluate_members
-    from attribkit.train.run import load_run
+def evaluated(run: Path, data) -> tuple[dict, list[dict]]:
+    """A run's metrics on ``data`` and every head's answer for each example, on the images as the run
+    was trained to see them."""
+    from attribkit.evaluation import check_label_spaces
+    from attribkit.training.data import quantize
+    from attribkit.training.metrics import scores_of, summarise
+    from attribkit.training.models import heads_of, predict
 
-    meta, members = load_run(run)
+    meta, members = attribkit.load_run(run)
     check_label_spaces(meta, data, str(run))
-    return evaluate_members(members, data, TrainConfig.from_dict(meta["config"], where=str(run)).quantize)
+    outputs = predict(members, quantize(data.images) if TrainConfig.from_dict(meta.config).quantize else data.images)
+    answers: list[dict] = [{} for _ in range(len(data))]
+    for head in heads_of(members).values():
+        for row, answer in zip(answers, head.answer(outputs)):
+            row.update(answer)
+    return summarise(scores_of(members, data, outputs), data), answers
 
 
 def score(run: Path, data_dir: Path) -> dict:
     """A run's metrics on another data set's test split, which must have the run's label spaces."""
-    from attribkit.train.data import load_attribution_data
-
-    found = evaluated(run, load_attribution_data(data_dir, "test"))
-    found.pop("_signatures")
-    return found
+    return evaluated(run, attribkit.load_data(data_dir, "test"))[0]
 
 
 def attack_errors(data_dir: Path, runs: dict[str, list[Path]], split: str) -> str:
@@ -146,10 +150,9 @@ def attack_errors(data_dir: Path, runs: dict[str, list[Path]], split: str) -> st
 
     import torch
 
-    from attribkit.evaluate import _validation_data
-    from attribkit.train.data import load_attribution_data
+    from attribkit.evaluation import _validation_data
 
-    test = load_attribution_data(data_dir, "test") if split == "test" else None
+    test = attribkit.load_data(data_dir, "test") if split == "test" else None
     lines = []
     for name, folders in runs.items():
         # evaluate's own rule: the runs must have held out the same images of this data set
@@ -160,11 +163,13 @@ def attack_errors(data_dir: Path, runs: dict[str, list[Path]], split: str) -> st
                      f"{len(torch.unique(data.clean_index))} distinct clean images", ""]
         per_image, kinds = Counter(), Counter()
         for folder in folders:
-            said = evaluated(folder, data)["_signatures"]["attack"]
-            for i in torch.nonzero(said != data.labels["attack"]).flatten().tolist():
-                hp = next(round(float(x)) for x in data.labels["hp"][i] if x == x)
-                kinds[(spaces["attack"][int(data.labels["attack"][i])], spaces["attack"][int(said[i])],
-                       spaces["victim"][int(data.labels["victim"][i])], hp)] += 1
+            said = [answer["attack"] for answer in evaluated(folder, data)[1]]
+            for i, attack in enumerate(said):
+                truth = spaces.attacks[int(data.labels.attack[i])]
+                if attack == truth:
+                    continue
+                hp = next(round(float(x)) for x in data.labels.hp[i] if x == x)
+                kinds[(truth, attack, spaces.victims[int(data.labels.victim[i])], hp)] += 1
                 per_image[int(data.clean_index[i])] += 1
         lines.append(f"{name} ({len(folders)} seeds): {sum(kinds.values())} errors from {len(per_image)} clean "
                      f"images {dict(per_image.most_common())}")

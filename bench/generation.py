@@ -35,8 +35,8 @@ import torch
 
 from attribkit import plugins
 from attribkit.data import load_dataset, split_dataset
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import load_scenario, parse_scenario
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import load_scenario, parse_scenario
 from attribkit.victims import load_victim
 from attribkit.victims.store import build_network, load_weights, read_record, victim_path, wrap
 from machine import cpu_name
@@ -61,9 +61,9 @@ def run_engine(data: dict) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = generate(parse_scenario(data), Path(tmp) / "out")
     per_attack: dict[str, float] = {}
-    for shard in manifest["shards"].values():
-        if shard["split"] == "train":
-            per_attack[shard["attack"]] = per_attack.get(shard["attack"], 0.0) + shard["seconds"]
+    for shard in manifest.shards.values():
+        if shard.split == "train":
+            per_attack[shard.attack] = per_attack.get(shard.attack, 0.0) + shard.seconds
     return per_attack
 
 
@@ -128,7 +128,7 @@ def _step(model, x, labels):
 def peak_rss_mb(data: dict) -> float:
     """Peak RSS of a fresh process that generates this scenario."""
     code = ("import json, resource, sys, tempfile, pathlib\n"
-            "from attribkit.generate.engine import generate\nfrom attribkit.generate.scenario import parse_scenario\n"
+            "from attribkit.generation.engine import generate\nfrom attribkit.generation.scenario import parse_scenario\n"
             "with tempfile.TemporaryDirectory() as t: generate(parse_scenario(json.loads(sys.argv[1])), pathlib.Path(t) / 'o')\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(data)], capture_output=True, text=True, check=True)

@@ -17,7 +17,7 @@ Interrupt it at any time and run the same command again: victims, shards and
 trained models already finished are kept (generation resumes shard by shard),
 and it logs an ETA as it goes. A grid point that has not succeeded once on
 its first --pilot images (C&W κ beyond a small victim's reach) stops early;
-the manifest marks it ``stopped_by_pilot`` (see attribkit.generate.engine for
+the manifest marks it ``stopped_by_pilot`` (see attribkit.generation.engine for
 which examples that leaves unchanged). At --scale 1 (160 / 20 per cell, C&W 500 steps) run
 it under nohup.
 """
@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 
 from attribkit.data import load_dataset
-from attribkit.evaluate import evaluate
-from attribkit.generate.engine import generate, plan_jobs
-from attribkit.generate.scenario import load_scenario, parse_scenario
-from attribkit.generate.store import MANIFEST, read_manifest
-from attribkit.train.config import TrainConfig
-from attribkit.train.run import RUN_FILE
-from attribkit.train.trainer import train
+from attribkit.evaluation import evaluate
+from attribkit.generation.engine import generate, plan_jobs
+from attribkit.generation.scenario import load_scenario, parse_scenario
+from attribkit.storage.dataset import MANIFEST, read_manifest
+from attribkit.training.config import TrainConfig
+from attribkit.training.run import RUN_FILE
+from attribkit.training.trainer import train
 from attribkit.victims.train import train_zoo
 from machine import cpu_name
 
@@ -78,7 +78,7 @@ class EtaLog:
     attack steps, calibrated on the jobs finished in this sitting."""
 
     def __init__(self, sc, out: Path):
-        finished = set(read_manifest(out)["shards"]) if (out / MANIFEST).exists() else set()
+        finished = set(read_manifest(out).shards) if (out / MANIFEST).exists() else set()
         quota = {"train": sc.train_per_cell, "test": sc.test_per_cell}
         plans = {p.name: p for p in sc.attacks}
         self.work = {}
@@ -191,9 +191,9 @@ def main() -> None:
         reports[name] = evaluate(path, d, baseline=baseline, out=work / "eval" / name)
     times["evaluate"] = time.time() - t
     times["total"] = time.time() - start
-    result = {"scale": args.scale, "epochs": args.epochs, "seeds": args.seeds, "cells": manifest["scenario"]["train_per_cell"],
+    result = {"scale": args.scale, "epochs": args.epochs, "seeds": args.seeds, "cells": manifest.scenario["train_per_cell"],
               "attributor": {"backbone": args.backbone, "width": args.width, "input_scale": args.input_scale},
-              "test_per_cell": manifest["scenario"]["test_per_cell"], "totals": manifest["totals"],
+              "test_per_cell": manifest.scenario["test_per_cell"], "totals": manifest.totals,
               "seconds": {k: round(v, 1) for k, v in times.items()},
               "machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
               "reports": {k: {kk: vv for kk, vv in v.items() if kk != "plots"} for k, v in reports.items()}}

@@ -59,8 +59,8 @@ TINY_SCENARIO = {
 @pytest.fixture(scope="session")
 def tiny_data(tiny_zoo, tmp_path_factory):
     """A generated data set: 2 victims × 3 attacks × 2 values, 4 train / 2 test per cell."""
-    from attribkit.generate.engine import generate
-    from attribkit.generate.scenario import parse_scenario
+    from attribkit.generation.engine import generate
+    from attribkit.generation.scenario import parse_scenario
 
     plugins.reset()
     out = tmp_path_factory.mktemp("data") / "tiny"
@@ -99,8 +99,8 @@ def attack_batch(mnist, tiny_resnet):
 def tiny_run(tiny_data, tmp_path_factory):
     """An MTAA run trained for one epoch on tiny_data: for tests of reading runs, not of training.
     Tests that damage it work on a copy."""
-    from attribkit.train.config import TrainConfig
-    from attribkit.train.trainer import train
+    from attribkit.training.config import TrainConfig
+    from attribkit.training.trainer import train
 
     plugins.reset()
     out = tmp_path_factory.mktemp("runs") / "tiny-run"

@@ -13,15 +13,15 @@ from click.testing import CliRunner
 from attribkit import plugins
 from attribkit.cli import cli
 from attribkit.errors import AttribkitError
-from attribkit.evaluate import evaluate
+from attribkit.evaluation import evaluate
 from attribkit.model.backbone import StagedBackbone
 from attribkit.model.cnn import PlainCNN
 from attribkit.specs import BackboneSpec
-from attribkit.train.config import TrainConfig
-from attribkit.train.data import cap_per_cell, load_attribution_data, split_validation, target_stats
-from attribkit.train.models import build_members
-from attribkit.train.run import load_run
-from attribkit.train.trainer import train
+from attribkit.training.config import TrainConfig
+from attribkit.training.data import cap_per_cell, load_attribution_data, split_validation, target_stats
+from attribkit.training.models import build_members
+from attribkit.training.run import load_run
+from attribkit.training.trainer import train
 
 FAST = dict(width=0.125, epochs=1, batch_size=16, input_scale=1)
 
@@ -83,8 +83,8 @@ def test_cnn_baseline_trains_evaluates_and_answers(tiny_data, tmp_path):
     plugins.reset()
     meta = train(tiny_data, TrainConfig(**{**FAST, "model": "cnn", "heads": ("attack", "victim", "hyperparameter")}),
                  tmp_path / "cnn")
-    assert sorted(meta["members"]) == ["attack", "hyperparameter", "victim"]
-    assert set(meta["final_test_metrics"]) >= {"attack_accuracy", "victim_accuracy", "hp_rmse"}
+    assert sorted(meta.members) == ["attack", "hyperparameter", "victim"]
+    assert set(meta.final_test_metrics) >= {"attack_accuracy", "victim_accuracy", "hp_rmse"}
     _, members = load_run(tmp_path / "cnn")
     assert all(isinstance(m.net, PlainCNN) for m in members.values())
 
@@ -111,8 +111,8 @@ def test_a_validation_split_that_leaves_nothing_to_train_on_is_refused(tiny_data
 def test_per_cell_keeps_the_first_examples_of_each_cell(tiny_data):
     data = load_attribution_data(tiny_data, "train")
     capped = cap_per_cell(data, 1)
-    keys = lambda d: [(a, v, tuple(h)) for a, v, h in zip(d.labels["attack"].tolist(), d.labels["victim"].tolist(),
-                                                          torch.nan_to_num(d.labels["hp"], nan=-1).tolist())]
+    keys = lambda d: [(a, v, tuple(h)) for a, v, h in zip(d.labels.attack.tolist(), d.labels.victim.tolist(),
+                                                          torch.nan_to_num(d.labels.hp, nan=-1).tolist())]
     assert len(set(keys(capped))) == len(capped) == len(set(keys(data)))  # one of each cell
     first = {}
     for i, k in enumerate(keys(data)):
@@ -127,10 +127,10 @@ def test_training_watches_validation_and_reports_test_once(tiny_data, tmp_path):
     saved = json.loads((tmp_path / "r" / "run.json").read_text())
     epochs = json.loads((tmp_path / "r" / "metrics.json").read_text())["epochs"]
     assert [e["split"] for e in epochs] == ["validation"]
-    assert epochs[-1]["examples"] == saved["data"]["validation"] == meta["final_validation_metrics"]["examples"]
+    assert epochs[-1]["examples"] == saved["data"]["validation"] == meta.final_validation_metrics["examples"]
     assert saved["data"]["train"] + saved["data"]["validation"] == len(load_attribution_data(tiny_data, "train"))
     report = evaluate(tmp_path / "r", tiny_data, split="validation", out=tmp_path / "ev")
-    assert report["attack_accuracy"] == meta["final_validation_metrics"]["attack_accuracy"]
+    assert report["attack_accuracy"] == meta.final_validation_metrics["attack_accuracy"]
 
 
 def test_evaluate_on_validation_needs_a_run_that_held_some_out(tiny_data, tmp_path):
@@ -153,7 +153,7 @@ def test_a_run_json_from_before_these_options_loads_as_the_network_it_was(tiny_d
     meta.pop("content_sha256")
     (run / "run.json").write_text(json.dumps(meta))
     old_meta, old_members = load_run(run, verify=False)  # the hand edit breaks its recorded hash
-    config = TrainConfig.from_dict(old_meta["config"])
+    config = TrainConfig.from_dict(old_meta.config)
     assert (config.stem, config.pool, config.schedule, config.validation, config.per_cell) == \
         ("timm", "avg", "cosine", 0.0, 0)
     assert torch.equal(old_members["mtaa"].net(torch.zeros(1, 1, 28, 28))["victim"], before["victim"])
@@ -224,5 +224,5 @@ def test_cnn_per_epoch_rmse_uses_the_attack_networks_prediction(tiny_data, tmp_p
                  tmp_path / "cnn")
     rows = {r["member"]: r for r in json.loads((tmp_path / "cnn" / "metrics.json").read_text())["epochs"]}
     assert "attack_accuracy" in rows["attack"] and "attack_accuracy" not in rows["hyperparameter"]
-    assert rows["hyperparameter"]["hp_rmse"] == meta["final_validation_metrics"]["hp_rmse"]  # measured as at the end
+    assert rows["hyperparameter"]["hp_rmse"] == meta.final_validation_metrics["hp_rmse"]  # measured as at the end
     assert "hp_rmse" not in rows["victim"]

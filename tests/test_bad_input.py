@@ -40,9 +40,9 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import save as st_save
 
-import attribkit.attribute as attribute_module
+import attribkit.attribution as attribute_module
 from attribkit import plugins, storage
-from attribkit.attribute import collect_inputs
+from attribkit.attribution import collect_inputs
 from attribkit.cli import cli
 
 SIZE = 28  # the tiny run reads 1×28×28

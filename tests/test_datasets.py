@@ -5,12 +5,12 @@ from PIL import Image
 
 from attribkit.data import load_dataset, split_dataset
 from attribkit.errors import AttribkitError, DataError
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import parse_scenario
-from attribkit.generate.store import load_split
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import parse_scenario
+from attribkit.storage.dataset import load_split
 from attribkit.storage import read_tensors
-from attribkit.train.config import TrainConfig
-from attribkit.train.trainer import train
+from attribkit.training.config import TrainConfig
+from attribkit.training.trainer import train
 from attribkit.victims import save_victim
 from attribkit.victims.train import make_record, train_victim
 
@@ -106,7 +106,7 @@ def test_a_scenario_generates_and_trains_on_8px_digits(kind, tmp_path):
                          "cells": {"train": 4, "test": 2}, "batch_size": 8, "keep_failed": True,
                          "max_attempts_factor": 1, "attacks": [{"name": "fgsm", "grid": {"eps": [30, 90]}}]})
     manifest = generate(sc, tmp_path / "data")
-    assert manifest["dataset"]["name"] == ref and manifest["dataset"]["shape"][-2:] == [8, 8]
+    assert manifest.dataset["name"] == ref and manifest.dataset["shape"][-2:] == [8, 8]
     clean, _ = read_tensors(tmp_path / "data" / "clean.safetensors")
     assert torch.equal(clean["images"], dataset.images) and torch.equal(clean["labels"], dataset.labels)
     split = split_dataset(dataset.labels, sc.test_fraction, sc.seed)
@@ -119,4 +119,4 @@ def test_a_scenario_generates_and_trains_on_8px_digits(kind, tmp_path):
             assert torch.equal(victim(dataset.images[data["clean_index"]]).argmax(1), data["label"])
         assert (data["linf"] <= data["hp_eps"] / 255 + 1e-6).all()
     meta = train(tmp_path / "data", TrainConfig(width=0.125, epochs=1, batch_size=4), tmp_path / "run")
-    assert meta["input"] == {"in_chans": 1, "image_size": 8}
+    assert (meta.in_chans, meta.image_size) == (1, 8)

@@ -4,8 +4,9 @@ import json
 
 from click.testing import CliRunner
 
+import attribkit
 from attribkit.cli import cli
-from attribkit.generate.store import read_manifest
+from attribkit.storage.dataset import read_manifest
 
 # the 8-px digits keep the whole pipeline to a few seconds
 SCENARIO = """
@@ -42,13 +43,13 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     assert {"zoo/resnet18.safetensors", "zoo/resnet18.json", "data/clean.safetensors", "run/run.json",
             "run/weights.safetensors"} <= set(made)
     assert sum(name.startswith("data/shards/") for name in made) == 2  # one victim × one attack × two splits
-    shards = read_manifest(out / "data")["shards"]
+    shards = read_manifest(out / "data").shards
 
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert "resnet18: already in" in second.stderr
     assert _files(out) == made  # no victim, shard or run was written again
-    assert read_manifest(out / "data")["shards"] == shards
+    assert read_manifest(out / "data").shards == shards
     reports = [json.loads(r.stdout) for r in (first, second)]
     for report in reports:
         report.pop("seconds")  # wall-clock time: the one field that differs between two runs
@@ -57,3 +58,12 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     run = json.loads((out / "run" / "run.json").read_text())
     assert (run["config"]["epochs"], run["config"]["width"], run["config"]["input_scale"]) == (1, 0.125, 1)
     assert json.loads((out / "zoo" / "resnet18.json").read_text())["width"] == 0.0625
+
+
+def test_the_demo_runs_from_a_notebook_without_any_console_output(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(SCENARIO)  # 8-px digits: the whole pipeline in seconds
+    report = attribkit.demo(tmp_path / "demo", str(tmp_path / "tiny.toml"), victim_epochs=1, victim_width=0.0625,
+                            epochs=1, width=0.125)
+    assert capsys.readouterr() == ("", "")
+    assert "tables" not in report and report["seconds"] > 0 and report["run"] == str(tmp_path / "demo" / "run")
+    assert {"attack_accuracy", "victim_accuracy", "hp_rmse", "out"} <= set(report)

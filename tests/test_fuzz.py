@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save as st_save
 
-from attribkit.attribute import Item, _from_pil, _from_safetensors, collect_inputs
+from attribkit.attribution import Item, _from_pil, _from_safetensors, collect_inputs
 from attribkit.errors import AttribkitError
-from attribkit.generate.scenario import Scenario, parse_scenario
+from attribkit.generation.scenario import Scenario, parse_scenario
 from attribkit.storage import tensors_from_bytes
 
 FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=250,

@@ -7,10 +7,10 @@ from attribkit.attacks import logit_margin
 from attribkit.cli import cli
 from attribkit.data import split_dataset
 from attribkit.errors import DataError
-from attribkit.generate import engine
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import load_scenario, parse_scenario
-from attribkit.generate.store import load_split, read_manifest
+from attribkit.generation import engine
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import load_scenario, parse_scenario
+from attribkit.storage.dataset import load_split, read_manifest
 from attribkit.storage import read_tensors
 from attribkit.victims import load_victim
 
@@ -32,30 +32,30 @@ def shard_bytes(out):
 
 def test_manifest_describes_a_complete_data_set(generated):
     out, manifest = generated
-    assert manifest["status"] == "complete" and read_manifest(out) == manifest
-    assert manifest["label_spaces"]["attack"] == ["fgsm", "pgd", "cw"]
-    assert manifest["label_spaces"]["victim"] == ["tiny-resnet", "tiny-vgg"]
-    assert manifest["label_spaces"]["hyperparameters"]["eps"] == {
+    assert manifest.status == "complete" and read_manifest(out).to_json() == manifest.to_json()
+    assert manifest.label_spaces.attacks == ("fgsm", "pgd", "cw")
+    assert manifest.label_spaces.victims == ("tiny-resnet", "tiny-vgg")
+    assert manifest.label_spaces.hyperparameters["eps"].to_json() == {
         "unit": "/255", "scale": 255.0, "symbol": "ε", "attacks": ["fgsm", "pgd"]}
-    assert len(manifest["shards"]) == 2 * 3 * 2
-    assert set(manifest["versions"]) >= {"torch", "timm", "torchattacks", "python"}
-    for shard in manifest["shards"].values():
-        for cell in shard["cells"]:
+    assert len(manifest.shards) == 2 * 3 * 2
+    assert set(manifest.versions) >= {"torch", "timm", "torchattacks", "python"}
+    for shard in manifest.shards.values():
+        for cell in shard.cells:
             assert cell["kept"] <= cell["succeeded"] <= cell["attempted"]
-        assert shard["examples"] == sum(c["kept"] for c in shard["cells"])
-    assert manifest["totals"]["train"]["examples"] == sum(
-        s["examples"] for s in manifest["shards"].values() if s["split"] == "train")
+        assert shard.examples == sum(c["kept"] for c in shard.cells)
+    assert manifest.totals["train"]["examples"] == sum(
+        s.examples for s in manifest.shards.values() if s.split == "train")
 
 
 def _rows_per_attack(manifest, split):
-    return {a: sum(s["examples"] for s in manifest["shards"].values() if s["split"] == split and s["attack"] == a)
-            for a in manifest["label_spaces"]["attack"]}
+    return {a: sum(s.examples for s in manifest.shards.values() if s.split == split and s.attack == a)
+            for a in manifest.label_spaces.attacks}
 
 
 def _recomputed_margin(zoo, manifest, data):
     """Each row's margin, computed again from its victim's logits on the stored image."""
     margin = torch.full_like(data["margin"], float("nan"))
-    for v, name in enumerate(manifest["label_spaces"]["victim"]):
+    for v, name in enumerate(manifest.label_spaces.victims):
         rows = data["victim"] == v
         with torch.no_grad():
             margin[rows] = logit_margin(load_victim(zoo, name)[0](data["images"][rows]), data["label"][rows])
@@ -64,7 +64,7 @@ def _recomputed_margin(zoo, manifest, data):
 
 def test_examples_carry_labels_they_achieved(generated, tiny_zoo):
     out, manifest = generated
-    attacks = manifest["label_spaces"]["attack"]
+    attacks = manifest.label_spaces.attacks
     for split in ("train", "test"):
         data = load_split(out, split)
         assert {a: int((data["attack"] == i).sum()) for i, a in enumerate(attacks)} == _rows_per_attack(manifest, split)
@@ -91,7 +91,7 @@ def with_failures(tiny_zoo, tmp_path_factory):
 
 def test_kept_failures_are_marked_by_the_attacks_own_criterion(with_failures):
     sc, out, manifest = with_failures
-    attacks = manifest["label_spaces"]["attack"]
+    attacks = manifest.label_spaces.attacks
     for split, quota in (("train", sc.train_per_cell), ("test", sc.test_per_cell)):
         data = load_split(out, split)
         assert _rows_per_attack(manifest, split) == {a.name: quota * len(a.points()) for a in sc.attacks}
@@ -129,11 +129,11 @@ def test_resume_after_interruption_keeps_finished_shards_and_matches(generated, 
     with pytest.raises(KeyboardInterrupt):
         generate(tiny(tiny_zoo), target, progress=InterruptAfter(3))
     partial = read_manifest(target)
-    assert partial["status"] == "partial" and len(partial["shards"]) == 3
+    assert partial.status == "partial" and len(partial.shards) == 3
     kept = {p.name: p.stat().st_mtime_ns for p in (target / "shards").glob("*.safetensors")}
     assert len(kept) == 3
     final = generate(tiny(tiny_zoo), target)
-    assert final["status"] == "complete"
+    assert final.status == "complete"
     assert all((target / "shards" / name).stat().st_mtime_ns == t for name, t in kept.items())
     assert shard_bytes(target) == shard_bytes(out)
 
@@ -143,7 +143,7 @@ def test_out_of_another_scenario_is_refused_and_left_alone(generated, tiny_zoo):
     before = shard_bytes(out)
     with pytest.raises(DataError, match="holds data of scenario 'tiny' with other settings"):
         generate(tiny(tiny_zoo, seed=8), out)
-    assert shard_bytes(out) == before and read_manifest(out)["status"] == "complete"
+    assert shard_bytes(out) == before and read_manifest(out).status == "complete"
 
 
 def test_foreign_non_empty_out_is_refused(tiny_zoo, tmp_path):
@@ -160,10 +160,10 @@ def test_failed_attacks_are_excluded_and_counted(tiny_zoo, tmp_path):
                                                            "settings": {"steps": 0}}], max_attempts_factor=2)
     manifest = generate(sc, tmp_path / "fail")
     quota = {"train": sc.train_per_cell, "test": sc.test_per_cell}
-    for shard in manifest["shards"].values():
-        (cell,) = shard["cells"]
-        assert shard["examples"] == 0 and cell["succeeded"] == 0 and cell["kept"] == 0
-        batches = -(-int(sc.max_attempts_factor * quota[shard["split"]]) // sc.batch_size)
+    for shard in manifest.shards.values():
+        (cell,) = shard.cells
+        assert shard.examples == 0 and cell["succeeded"] == 0 and cell["kept"] == 0
+        batches = -(-int(sc.max_attempts_factor * quota[shard.split]) // sc.batch_size)
         assert cell["attempted"] == batches * sc.batch_size
     data = load_split(tmp_path / "fail", "train")
     assert data["images"].shape == (0, 1, 28, 28) and len(data["hp_kappa"]) == 0
@@ -181,19 +181,19 @@ def test_cli_generate_json_and_resume(tiny_zoo, tmp_path):
     assert summary["status"] == "complete"
     (cell,) = summary["cells"]
     assert (cell["attack"], cell["victim"]) == ("fgsm", "tiny-resnet")
-    shards = read_manifest(tmp_path / "d")["shards"].values()
+    shards = read_manifest(tmp_path / "d").shards.values()
     for key in ("attempted", "succeeded"):
-        assert cell[key] == sum(c[key] for s in shards for c in s["cells"])
+        assert cell[key] == sum(c[key] for s in shards for c in s.cells)
     assert cell["success_rate"] == round(cell["succeeded"] / cell["attempted"], 4)
     sc = load_scenario(scenario)
     quota = {"train": sc.train_per_cell, "test": sc.test_per_cell}
     for s in shards:
-        assert cell[s["split"]] == s["examples"] == sum(c["kept"] for c in s["cells"])
-        for c in s["cells"]:  # the engine's stopping rule, batch by batch
-            budget = sc.max_attempts_factor * quota[s["split"]]
+        assert cell[s.split] == s.examples == sum(c["kept"] for c in s.cells)
+        for c in s.cells:  # the engine's stopping rule, batch by batch
+            budget = sc.max_attempts_factor * quota[s.split]
             assert c["attempted"] % sc.batch_size == 0 and sc.batch_size <= c["attempted"] < budget + sc.batch_size
-            assert c["kept"] == min(quota[s["split"]], c["succeeded"])
-            assert c["kept"] == quota[s["split"]] or c["attempted"] >= budget
+            assert c["kept"] == min(quota[s.split], c["succeeded"])
+            assert c["kept"] == quota[s.split] or c["attempted"] >= budget
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["cells"] == summary["cells"]
 
@@ -245,7 +245,7 @@ def test_any_timm_model_with_a_local_checkpoint_is_a_victim(tmp_path, mnist):
                          "attacks": [{"name": "fgsm", "grid": {"eps": [200]}}], "keep_failed": True,
                          "max_attempts_factor": 1})
     manifest = generate(sc, tmp_path / "out")
-    victim = manifest["victims"]["mine"]
+    victim = manifest.victims["mine"]
     assert victim["timm_name"] == "test_resnet" and victim["architecture"] == "" and victim["mean"] == [0.5]
     data = load_split(tmp_path / "out", "train")
     assert len(data["images"]) == sc.train_per_cell
@@ -262,10 +262,10 @@ def test_generate_with_more_attacks_and_mixed_hyperparameters(tiny_zoo, tmp_path
         {"name": "square", "grid": {"eps": [100]}, "settings": {"n_queries": 30}}],
         keep_failed=True, max_attempts_factor=1)
     manifest = generate(sc, tmp_path / "more")
-    spaces = manifest["label_spaces"]
-    assert spaces["attack"] == ["bim", "mifgsm", "deepfool", "square"]
-    assert spaces["hyperparameters"]["overshoot"]["attacks"] == ["deepfool"]
-    assert spaces["attack_info"]["deepfool"]["norm"] == "L2"
+    spaces = manifest.label_spaces
+    assert spaces.attacks == ("bim", "mifgsm", "deepfool", "square")
+    assert spaces.hyperparameters["overshoot"].attacks == ("deepfool",)
+    assert spaces.attack_info["deepfool"].norm == "L2"
     data = load_split(tmp_path / "more", "train")
     counts = torch.bincount(data["attack"], minlength=4).tolist()
     assert counts == [sc.train_per_cell * len(a.points()) for a in sc.attacks]  # failures kept: no cell is empty
@@ -282,7 +282,7 @@ def test_targeted_attacks_get_random_other_targets_and_succeed_only_on_them(tiny
                   {"name": "fgsm", "grid": {"eps": [60]}},
                   {"name": "pgd_targeted", "grid": {"eps": [30, 120]}, "settings": {"steps": 5}}])
     manifest = generate(sc, tmp_path / "targeted")
-    assert manifest["label_spaces"]["attack_info"]["pgd_targeted"]["targeted"] is True
+    assert manifest.label_spaces.attack_info["pgd_targeted"].targeted is True
     data = load_split(tmp_path / "targeted", "train")
     targeted = data["attack"] == 1
     assert (data["target"][~targeted] == -1).all()
@@ -302,13 +302,13 @@ def test_pilot_stops_a_hopeless_grid_point_and_keeps_every_other_example(tiny_zo
     plain = generate(tiny(tiny_zoo, victims=["tiny-resnet"], attacks=attacks, max_attempts_factor=8), tmp_path / "a")
     piloted = generate(tiny(tiny_zoo, victims=["tiny-resnet"], attacks=attacks, max_attempts_factor=8, pilot=8),
                        tmp_path / "b")
-    assert "pilot" not in plain["scenario"] and piloted["scenario"]["pilot"] == 8
-    assert plain["fingerprint"] != piloted["fingerprint"]  # other data: a pilot run never resumes a plain one
-    for shard, cells in ((s, piloted["shards"][s]["cells"]) for s in plain["shards"]):
+    assert "pilot" not in plain.scenario and piloted.scenario["pilot"] == 8
+    assert plain.fingerprint != piloted.fingerprint  # other data: a pilot run never resumes a plain one
+    for shard, cells in ((s, piloted.shards[s].cells) for s in plain.shards):
         reachable, hopeless = cells
         assert hopeless["succeeded"] == 0 and hopeless["stopped_by_pilot"]
-        assert hopeless["attempted"] == 8 < plain["shards"][shard]["cells"][1]["attempted"]
-        assert "stopped_by_pilot" not in reachable and reachable == plain["shards"][shard]["cells"][0]
+        assert hopeless["attempted"] == 8 < plain.shards[shard].cells[1]["attempted"]
+        assert "stopped_by_pilot" not in reachable and reachable == plain.shards[shard].cells[0]
         a, _ = read_tensors(tmp_path / "a" / "shards" / shard)
         b, _ = read_tensors(tmp_path / "b" / "shards" / shard)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same examples, bit for bit

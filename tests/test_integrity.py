@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from attribkit import storage
 from attribkit.cli import cli
 from attribkit.errors import AttribkitError
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import parse_scenario
-from attribkit.generate.store import data_files, load_split, read_manifest
-from attribkit.train.run import load_run
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import parse_scenario
+from attribkit.storage.dataset import data_files, load_split, read_manifest
+from attribkit.training.run import load_run
 from attribkit.versions import library_versions
 from attribkit.victims import load_victim
 
@@ -118,11 +118,12 @@ def test_a_changed_file_is_refused_naming_it(tmp_path):
 
 def test_the_manifest_records_every_file_of_the_data_set(tiny_data):
     manifest = read_manifest(tiny_data)
-    listed = data_files(manifest)
-    assert len(listed) == 1 + 2 * 3 * 2 and set(manifest["files"]) == set(listed)
+    listed = data_files(manifest.shards)
+    assert len(listed) == 1 + 2 * 3 * 2 and set(manifest.files) == set(listed)
     for name in listed:
-        assert storage.record_of_file(tiny_data / name).to_json() == manifest["files"][name]
-    assert manifest["content_sha256"] == storage.content_hash(manifest)
+        assert storage.record_of_file(tiny_data / name).to_json() == manifest.files[name]
+    on_disk = json.loads((tiny_data / "manifest.json").read_text())
+    assert on_disk["content_sha256"] == storage.content_hash(on_disk) == storage.content_hash(manifest.to_json())
 
 
 def test_a_flipped_byte_in_a_shard_is_refused_by_train_evaluate_and_verify(data_copy, run, tmp_path):
@@ -151,7 +152,7 @@ def test_verify_reports_each_file(data_copy):
     assert ok.exit_code == 0, ok.output
     report = json.loads(ok.stdout)
     assert report["ok"] and report["kind"] == "data set"
-    assert {f["name"] for f in report["files"]} == {"manifest.json", *data_files(read_manifest(data_copy))}
+    assert {f["name"] for f in report["files"]} == {"manifest.json", *data_files(read_manifest(data_copy).shards)}
     shard = sorted((data_copy / "shards").glob("*.safetensors"))[1]
     flip_last_byte(shard)
     (data_copy / "clean.safetensors").unlink()
@@ -206,9 +207,11 @@ def test_resume_refuses_other_library_versions_unless_accepted(data_copy, tiny_z
         generate(tiny(tiny_zoo), data_copy)
     assert snapshot(data_copy) == before
     manifest = generate(tiny(tiny_zoo), data_copy, accept_versions=True)
-    assert manifest["status"] == "complete" and manifest["versions"]["torch"] == "0.0.1"
-    assert manifest["shards"][shard]["versions"]["torch"] == now
-    assert sum("versions" in s for s in manifest["shards"].values()) == 1  # only the shard made now
+    assert manifest.status == "complete" and manifest.versions["torch"] == "0.0.1"
+    assert manifest.shards[shard].versions["torch"] == now
+    assert sum(s.versions is not None for s in manifest.shards.values()) == 1  # only the shard made now
+    on_disk = json.loads((data_copy / "manifest.json").read_text())
+    assert sum("versions" in s for s in on_disk["shards"].values()) == 1
 
 
 def test_an_older_data_set_loads_with_a_notice_and_verify_record_hashes_it(data_copy):

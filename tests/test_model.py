@@ -4,18 +4,20 @@ import torch
 from attribkit import plugins
 from attribkit.errors import AttribkitError
 from attribkit.model.backbone import StagedBackbone
-from attribkit.model.heads import HeadContext, HyperparameterHead
+from attribkit.builtins.heads import HyperparameterHead
+from attribkit.model.heads import HeadContext
 from attribkit.model.losses import UncertaintyWeighting
 from attribkit.model.net import Architecture, AttributionNet
 from attribkit.model.perturbation import PerturbationAutoEncoder
+from attribkit.records import Labels, LabelSpaces
 from attribkit.specs import BackboneSpec
 
-LABELS = {
+LABELS = LabelSpaces.from_json({
     "attack": ["fgsm", "pgd", "cw"], "victim": ["a", "b"],
     "hyperparameters": {"eps": {"unit": "/255", "scale": 255.0, "symbol": "ε"}, "kappa": {"unit": "", "scale": 1.0, "symbol": "κ"}},
     "attack_info": {"fgsm": {"hyperparameters": ["eps"], "norm": "Linf"}, "pgd": {"hyperparameters": ["eps"], "norm": "Linf"},
                     "cw": {"hyperparameters": ["kappa"], "norm": "L2"}},
-}
+})
 STATS = {"eps": {"mean": 100.0, "std": 50.0}, "kappa": {"mean": 5.0, "std": 2.0}, "*": {"mean": 60.0, "std": 60.0}}
 
 
@@ -101,10 +103,16 @@ def test_uncertainty_loss_gradient_wrt_log_sigma():
     assert UncertaintyWeighting({"a": "regression"}, "sum")({"a": torch.tensor(3.0)}).item() == 3.0
 
 
+def _labels(attack, hp):
+    n = len(attack)
+    return Labels(torch.tensor(attack), torch.zeros(n, dtype=torch.long), torch.tensor(hp),
+                  torch.full((n,), -1, dtype=torch.long))
+
+
 def test_per_attack_regressor_only_learns_from_its_attack():
     head = HyperparameterHead(HeadContext(LABELS, {"attack": 4}, STATS))
     assert head.pairs == [("fgsm", "eps"), ("pgd", "eps"), ("cw", "kappa")]
-    batch = {"attack": torch.tensor([0, 2]), "hp": torch.tensor([[150.0, float("nan")], [float("nan"), 9.0]])}
+    batch = _labels([0, 2], [[150.0, float("nan")], [float("nan"), 9.0]])
     out = torch.zeros(2, 3, requires_grad=True)
     loss = head.loss(out, batch)
     loss.backward()
@@ -121,6 +129,6 @@ def test_per_attack_regressor_only_learns_from_its_attack():
 
 def test_single_regressor_puts_eps_and_kappa_on_one_scale():
     head = HyperparameterHead(HeadContext(LABELS, {"attack": 4}, STATS, regression="single"))
-    batch = {"attack": torch.tensor([1, 2]), "hp": torch.tensor([[80.0, float("nan")], [float("nan"), 20.0]])}
+    batch = _labels([1, 2], [[80.0, float("nan")], [float("nan"), 20.0]])
     truth, mask = head.target(batch)
     assert truth[:, 0].tolist() == [80.0, 20.0] and mask.all()

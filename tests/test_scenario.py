@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from attribkit.errors import AttribkitError, ScenarioError
-from attribkit.generate.scenario import builtin_scenarios, load_scenario, parse_scenario
+from attribkit.generation.scenario import builtin_scenarios, load_scenario, parse_scenario
 
 
 def base(**overrides):

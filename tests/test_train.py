@@ -10,20 +10,20 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from attribkit import plugins
-from attribkit.attribute import attribute
+from attribkit.attribution import attribute
 from attribkit.cli import cli
 from attribkit.errors import AttribkitError, DataError
-from attribkit.evaluate import delta_mtl, evaluate
-from attribkit.generate.store import load_split
+from attribkit.evaluation import delta_mtl, evaluate
+from attribkit.storage.dataset import load_split
 from attribkit.hookspecs import hookimpl
 from attribkit.model.heads import ClassificationHead
 from attribkit.specs import HeadSpec
 from attribkit.testing import registered
-from attribkit.train.config import TrainConfig
-from attribkit.train.data import load_attribution_data, quantize
-from attribkit.train.models import heads_of, predict
-from attribkit.train.run import load_run
-from attribkit.train.trainer import train
+from attribkit.training.config import TrainConfig
+from attribkit.training.data import load_attribution_data, quantize
+from attribkit.training.models import heads_of, predict
+from attribkit.training.run import load_run
+from attribkit.training.trainer import train
 
 FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
 
@@ -33,7 +33,7 @@ def recomputed_accuracy(run, data_dir, head):
     _, members = load_run(run)
     data = load_attribution_data(data_dir, "test")
     outputs = predict(members, quantize(data.images))
-    target, _ = heads_of(members)[head].target(data.batch(torch.arange(len(data))))
+    target, _ = heads_of(members)[head].target(data.labels)
     return float((outputs[head].argmax(1) == target).float().mean())
 
 
@@ -41,13 +41,13 @@ class NormHead(ClassificationHead):
     """A third-party head: L∞ vs L2, derived from the attack label and the attacks' declared norms."""
 
     def __init__(self, context):
-        info = context.label_spaces["attack_info"]
-        norms = sorted({info[a]["norm"] for a in context.label_spaces["attack"]})
+        info = context.labels.attack_info
+        norms = sorted({info[a].norm for a in context.labels.attacks})
         super().__init__("norm", norms, context.feature_dims["attack"], "attack")
-        self.register_buffer("of_attack", torch.tensor([norms.index(info[a]["norm"]) for a in context.label_spaces["attack"]]))
+        self.register_buffer("of_attack", torch.tensor([norms.index(info[a].norm) for a in context.labels.attacks]))
 
-    def target(self, batch):
-        return self.of_attack[batch["attack"]], torch.ones(len(batch["attack"]), dtype=torch.bool)
+    def target(self, labels):
+        return self.of_attack[labels.attack], torch.ones(len(labels), dtype=torch.bool)
 
 
 class NormPlugin:
@@ -73,15 +73,15 @@ def test_run_folder_holds_everything_to_reproduce_and_attribute(mtaa_run):
     assert set(saved["versions"]) >= {"torch", "timm"} and saved["config"]["seed"] == 0
     epochs = json.loads((out / "metrics.json").read_text())["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
-    final, data = meta["final_test_metrics"], saved["data"]["path"]
+    final, data = meta.final_test_metrics, saved["data"]["path"]
     assert final["attack_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "attack"), abs=1e-6)
     assert final["victim_accuracy"] == pytest.approx(recomputed_accuracy(out, data, "victim"), abs=1e-6)
     # each epoch is measured on the validation split; the last one's metrics are the saved model's
     assert {e["split"] for e in epochs} == {"validation"}
     assert {k: epochs[-1][k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")} == \
-        {k: meta["final_validation_metrics"][k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")}
+        {k: meta.final_validation_metrics[k] for k in ("attack_accuracy", "victim_accuracy", "hp_rmse")}
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,member")
-    assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter"}
+    assert set(meta.loss_sigmas["mtaa"]) == {"attack", "victim", "hyperparameter"}
 
 
 def test_training_is_reproducible(tiny_data, mtaa_run, tmp_path):
@@ -166,13 +166,13 @@ def test_evaluate_writes_tables_plots_and_delta_mtl(mtaa_run, tiny_data, tmp_pat
     out, _ = mtaa_run
     baseline = tmp_path / "st"
     st = train(tiny_data, TrainConfig(model="single-task", **FAST), baseline)
-    assert st["members"] == ["attack", "hyperparameter", "victim"]
+    assert st.members == ["attack", "hyperparameter", "victim"]
     report = evaluate(out, tiny_data, baseline=baseline, out=tmp_path / "eval")
     assert report["examples"] == len(load_split(tiny_data, "test")["images"])
     assert set(report["tables"]["attack_accuracy"]) == {"fgsm", "pgd", "cw"}
     assert set(report["tables"]["victim_accuracy"]["fgsm"]) == {"tiny-resnet", "tiny-vgg"}
     assert report["baseline"]["model"] == "single-task" and report["parameters_m"] > 0 and report["gflops"] > 0
-    assert report["delta_mtl_percent"] == delta_mtl(report, report["baseline"])
+    assert report["delta_mtl_percent"] == delta_mtl(report, report["baseline"], report["scores"])
     figures = {"confusion_attack", "confusion_victim", "cells_attack", "cells_victim", "cells_hyperparameter",
                "rmse_per_value_hyperparameter", "tsne_features", "perturbations", "training_curves"}
     files = {p.name for p in (tmp_path / "eval").iterdir()}
@@ -195,12 +195,16 @@ def test_evaluate_writes_tables_plots_and_delta_mtl(mtaa_run, tiny_data, tmp_pat
 def test_delta_mtl_follows_eq_15():
     model = {"attack_accuracy": 1.0, "victim_accuracy": 0.99, "hp_rmse": 6.0}
     base = {"attack_accuracy": 1.0, "victim_accuracy": 0.9, "hp_rmse": 8.0}
-    assert delta_mtl(model, base) == pytest.approx(100 * (0 + 0.1 + 0.25) / 3, abs=1e-3)
+    described = {"attack_accuracy": {"kind": "accuracy", "signature": True},
+                 "victim_accuracy": {"kind": "accuracy", "signature": True},
+                 "hp_rmse": {"kind": "rmse", "signature": True}}
+    assert delta_mtl(model, base, described) == pytest.approx(100 * (0 + 0.1 + 0.25) / 3, abs=1e-3)
 
 
 def test_single_label_baseline_decodes_combinations(tiny_data, tmp_path):
     meta = train(tiny_data, TrainConfig(model="single-label", **FAST), tmp_path / "sl")
-    assert len(meta["combinations"]) == 2 * 3 * 2  # victims × attacks × values
+    assert meta.members == ["single-label"] and list(meta.heads) == ["combination"]
+    assert len(meta.heads["combination"].state) == 2 * 3 * 2  # victims × attacks × values
     batch = tmp_path / "x.safetensors"
     save_file({"images": load_split(tiny_data, "test")["images"][:2].contiguous()}, str(batch))
     for row in attribute(tmp_path / "sl", [str(batch)])["results"]:
@@ -216,8 +220,9 @@ def test_single_label_baseline_decodes_combinations(tiny_data, tmp_path):
 def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_data, tmp_path):
     with registered(NormPlugin(), "norm-head"):
         meta = train(tiny_data, TrainConfig(**FAST), tmp_path / "run")
-        assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter", "norm"}
-        assert meta["final_test_metrics"]["norm_accuracy"] == pytest.approx(
+        assert set(meta.loss_sigmas["mtaa"]) == {"attack", "victim", "hyperparameter", "norm"}
+        assert meta.heads["norm"].plugin == "norm-head"
+        assert meta.final_test_metrics["norm_accuracy"] == pytest.approx(
             recomputed_accuracy(tmp_path / "run", tiny_data, "norm"), abs=1e-6)
         (row,) = attribute(tmp_path / "run", [str(_one_png(tiny_data, tmp_path))])["results"]
         assert row["norm"] in ("L2", "Linf") and 0 < row["norm_probability"] <= 1
@@ -225,7 +230,7 @@ def test_a_head_plugin_is_built_trained_and_reported_without_core_changes(tiny_d
         page = (tmp_path / "eval" / "report.html").read_text()
         assert "<h2>Head: norm</h2>" in page and 'alt="confusion_norm"' in page  # its own section
         assert (tmp_path / "eval" / "cells_norm.png").exists()
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"] == "norm-head"
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["heads"]["norm"]["plugin"] == "norm-head"
     with pytest.raises(AttribkitError, match="trained with head 'norm' from plugin 'norm-head', which is not installed"):
         load_run(tmp_path / "run")  # without the plugin the run has a head nobody builds
 
@@ -247,8 +252,8 @@ def _one_png(data, tmp_path):
 
 
 def test_data_whose_labels_do_not_match_the_run_is_refused(mtaa_run, tiny_zoo, tmp_path):
-    from attribkit.generate.engine import generate
-    from attribkit.generate.scenario import parse_scenario
+    from attribkit.generation.engine import generate
+    from attribkit.generation.scenario import parse_scenario
 
     from conftest import TINY_SCENARIO
 
@@ -296,17 +301,17 @@ def test_hp_rmse_is_in_eps_times_255_for_linf_attacks_and_in_kappa_for_cw(mtaa_r
     out, _ = mtaa_run
     report = evaluate(out, tiny_data, out=tmp_path / "eval")
     meta, members = load_run(out)
-    stats, info, attacks = meta["target_stats"], meta["label_spaces"]["attack_info"], meta["label_spaces"]["attack"]
+    stats, info, attacks = meta.target_stats, meta.label_spaces.attack_info, list(meta.label_spaces.attacks)
     assert 20 <= stats["eps"]["mean"] <= 100 and 1 <= stats["kappa"]["mean"] <= 3  # the grids' display units
     data = load_split(tiny_data, "test")
     truth = torch.where(data["attack"] == attacks.index("cw"), data["hp_kappa"], data["hp_eps"])
     assert set(truth.tolist()) <= {20.0, 100.0, 1.0, 3.0}
     outputs = predict(members, quantize(data["images"]))
-    pairs = [(a, h) for a in attacks for h in info[a]["hyperparameters"]]
+    pairs = [(a, h) for a in attacks for h in info[a].hyperparameters]
     predicted_attack = outputs["attack"].argmax(1)  # its regressor answers, in the units it was trained in
-    value = torch.stack([outputs["hyperparameter"][i, pairs.index((attacks[a], info[attacks[a]]["hyperparameters"][0]))]
+    value = torch.stack([outputs["hyperparameter"][i, pairs.index((attacks[a], info[attacks[a]].hyperparameters[0]))]
                          for i, a in enumerate(predicted_attack.tolist())])
-    hp = [info[attacks[a]]["hyperparameters"][0] for a in predicted_attack.tolist()]
+    hp = [info[attacks[a]].hyperparameters[0] for a in predicted_attack.tolist()]
     value = value * torch.tensor([stats[h]["std"] for h in hp]) + torch.tensor([stats[h]["mean"] for h in hp])
     for i, attack in enumerate(attacks):
         rows = data["attack"] == i

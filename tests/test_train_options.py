@@ -12,11 +12,12 @@ from click.testing import CliRunner
 from attribkit import cli as cli_module
 from attribkit.cli import cli
 from attribkit.model.net import AttributionNet
-from attribkit.train.config import TrainConfig
-from attribkit.train.data import load_attribution_data, quantize, target_stats
-from attribkit.train.models import build_members
-from attribkit.train.run import load_run
-from attribkit.train.trainer import train
+from attribkit.records import LabelSpaces, RunMeta
+from attribkit.training.config import TrainConfig
+from attribkit.training.data import load_attribution_data, quantize, target_stats
+from attribkit.training.models import build_members
+from attribkit.training.run import load_run
+from attribkit.training.trainer import train
 
 FAST = dict(width=0.125, epochs=1, batch_size=16, input_scale=1)
 
@@ -82,7 +83,7 @@ def test_cli_train_options_reach_the_config(argv, changed, monkeypatch, tmp_path
 
     def fake_train(data_dir, config, out, **_):
         passed.append(config)
-        return {"seconds": 0.0, "parameters": {}, "final_test_metrics": {}}
+        return RunMeta(config.to_dict(), {}, LabelSpaces((), (), {}, {}), {}, [], 1, 28)
 
     monkeypatch.setattr(cli_module, "_train", fake_train)
     result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *argv,

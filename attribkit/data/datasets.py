@@ -18,9 +18,9 @@ def parse_dataset_ref(ref: str) -> tuple[str, str | None]:
     return name, (arg if sep else None)
 
 
-def load_dataset(ref: str) -> Dataset:
+def load_dataset(ref: str, registry: plugins.Registry | None = None) -> Dataset:
     name, arg = parse_dataset_ref(ref)
-    spec = plugins.get("datasets", name)
+    spec = (registry or plugins.registry()).get("datasets", name)
     if spec.takes_argument and not arg:
         raise DataError(f"dataset {name!r} needs an argument: {name}:VALUE")
     if not spec.takes_argument and arg:

@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from .. import plugins, storage
+from .. import storage
 from ..attacks import logit_margin
 from ..data import load_dataset, split_dataset
 from ..errors import AttribkitError, DataError
+from ..records import AttackInfo, HyperparameterInfo, LabelSpaces, Manifest, Shard
+from ..runtime import Runtime, runtime_of
 from ..specs import AttackSpec
 from ..versions import library_versions
 from .scenario import AttackPlan, Scenario
-from .store import CLEAN, FORMAT, MANIFEST, read_manifest, save_file, shard_file, write_manifest
+from ..storage.dataset import CLEAN, FORMAT, MANIFEST, read_manifest, save_file, shard_file, write_manifest
 from .victims import resolve_victim
 
 SPLITS = ("train", "test")
@@ -71,14 +73,14 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _prepare_out(out: Path, scenario: Scenario, verify: bool, accept_versions: bool) -> dict | None:
+def _prepare_out(out: Path, scenario: Scenario, verify: bool, accept_versions: bool) -> Manifest | None:
     """The existing manifest to resume from, or None for a fresh data set."""
     if (out / MANIFEST).exists():
         manifest = read_manifest(out, verify)
-        if manifest["fingerprint"] != scenario.fingerprint():
-            raise DataError(f"--out {str(out)!r} holds data of scenario {manifest['scenario'].get('name')!r} with other "
+        if manifest.fingerprint != scenario.fingerprint():
+            raise DataError(f"--out {str(out)!r} holds data of scenario {manifest.scenario.get('name')!r} with other "
                             f"settings; choose another --out (nothing was changed)")
-        changed = _version_changes(manifest["versions"], library_versions())
+        changed = _version_changes(manifest.versions, library_versions())
         if changed and not accept_versions:
             raise DataError(f"--out {str(out)!r} was started with other library versions ({changed}), so shards made "
                             f"now could differ in bytes from the finished ones; use another --out, or "
@@ -94,11 +96,11 @@ def _version_changes(started: dict, now: dict) -> str:
                      for k in sorted(set(started) | set(now)) if started.get(k) != now.get(k))
 
 
-def _reusable(out: Path, manifest: dict, name: str, verify: bool) -> bool:
+def _reusable(out: Path, manifest: Manifest, name: str, verify: bool) -> bool:
     """Whether a finished file can be kept on resume; a damaged one is re-made, and we say so."""
     if not verify:
         return (out / name).is_file()
-    check = storage.check_file(out, name, storage.recorded_file(manifest, name, str(out / MANIFEST)))
+    check = storage.check_file(out, name, storage.recorded_file(manifest.file_record, name, str(out / MANIFEST)))
     if check.state in ("ok", "unrecorded"):  # unrecorded: an older data set, kept unverified (read_manifest said so)
         return True
     storage.notice(f"{str(out / name)!r} {check.problem}; re-making it")
@@ -110,46 +112,54 @@ def plan_jobs(scenario: Scenario) -> list[Job]:
 
 
 def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None,
-             progress: Progress | None = None, verify: bool = True, accept_versions: bool = False) -> dict:
+             progress: Progress | None = None, verify: bool = True, accept_versions: bool = False,
+             runtime: Runtime | None = None) -> Manifest:
     """Generate (or finish generating) the data set; returns the manifest.
 
     Resuming keeps every finished shard whose bytes match the manifest's
     record and re-makes the others. ``verify=False`` skips the hash checks
     (of the zoo's victims too); ``accept_versions`` resumes a data set begun
     with other library versions, recording the versions of each new shard.
+    Progress goes to ``progress`` if given, else to the runtime's sink.
     """
+    rt = runtime_of(runtime)
+    with rt.progress.generate() as sink:
+        return _generate(scenario, out, zoo, progress or sink or SilentProgress(), verify, accept_versions, rt)
+
+
+def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, progress: Progress, verify: bool,
+              accept_versions: bool, rt: Runtime) -> Manifest:
     out, zoo = Path(out), Path(zoo or scenario.zoo)
-    progress = progress or SilentProgress()
     previous = _prepare_out(out, scenario, verify, accept_versions)
-    dataset = load_dataset(scenario.dataset)
+    dataset = load_dataset(scenario.dataset, rt.plugins)
     split = split_dataset(dataset.labels, scenario.test_fraction, scenario.seed)
     for name, quota in (("train", scenario.train_per_cell), ("test", scenario.test_per_cell)):
         if quota > len(getattr(split, name)):  # each clean image serves a cell once: such a quota cannot be met
             raise DataError(f"cells.{name} = {quota} examples per cell, but the {name} split of {dataset.name} has "
                             f"only {len(getattr(split, name))} images (nothing was changed)")
-    victims = {ref.name: resolve_victim(ref, zoo, dataset, verify) for ref in scenario.victims}
-    attacks = {plan.name: plugins.get("attacks", plan.name) for plan in scenario.attacks}
+    victims = {ref.name: resolve_victim(ref, zoo, dataset, verify, rt.plugins) for ref in scenario.victims}
+    attacks = {plan.name: rt.plugins.get("attacks", plan.name) for plan in scenario.attacks}
 
     manifest = previous or _new_manifest(scenario, dataset, split, attacks)
     versions = library_versions()
     for name, (_, record, sha) in victims.items():
-        known = manifest["victims"].get(name)
+        known = manifest.victims.get(name)
         if known and known.get("weights_sha256") != sha:
             raise DataError(f"victim {name!r} changed since {str(out)!r} was started (weights differ); "
                             f"use another --out")
-        manifest["victims"][name] = {**record.__dict__, "weights_sha256": sha}
+        manifest.victims[name] = {**record.__dict__, "weights_sha256": sha}
     out.mkdir(parents=True, exist_ok=True)
     if previous is None or not _reusable(out, manifest, CLEAN, verify):
         save_file(out, manifest, CLEAN, {"images": dataset.images, "labels": dataset.labels,
                                          "train_index": split.train, "test_index": split.test})
-    manifest["status"] = "partial"
+    manifest.status = "partial"
     write_manifest(out, manifest)
 
     plans = {p.name: p for p in scenario.attacks}
     jobs = plan_jobs(scenario)
     quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
     job_total = {j: quota[j.split] * len(plans[j.attack].points()) for j in jobs}
-    pending = [j for j in jobs if j.shard not in manifest["shards"] or not _reusable(out, manifest, shard_file(j.shard), verify)]
+    pending = [j for j in jobs if j.shard not in manifest.shards or not _reusable(out, manifest, shard_file(j.shard), verify)]
     progress.begin(sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
     pools = {}
     for job in pending:
@@ -165,61 +175,57 @@ def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = No
         tensors, cells = run_job(
             model, attacks[job.attack], plans[job.attack], dataset, pools[key], quota[job.split], scenario,
             seed=derive_seed(scenario.seed, job.victim, job.attack, job.split), progress=progress)
-        tensors["attack"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["attack"].index(job.attack))
-        tensors["victim"] = torch.full((len(tensors["images"]),), manifest["label_spaces"]["victim"].index(job.victim))
+        tensors["attack"] = torch.full((len(tensors["images"]),), manifest.label_spaces.attacks.index(job.attack))
+        tensors["victim"] = torch.full((len(tensors["images"]),), manifest.label_spaces.victims.index(job.victim))
         save_file(out, manifest, shard_file(job.shard), tensors,
                   {"format": FORMAT, "victim": job.victim, "attack": job.attack, "split": job.split})
-        manifest["shards"][job.shard] = {"victim": job.victim, "attack": job.attack, "split": job.split,
-                                         "examples": len(tensors["images"]), "seconds": round(time.time() - start, 2),
-                                         "cells": cells}
-        if versions != manifest["versions"]:  # accepted with --accept-versions: say what made this shard
-            manifest["shards"][job.shard]["versions"] = versions
+        manifest.shards[job.shard] = Shard(
+            job.victim, job.attack, job.split, len(tensors["images"]), cells, round(time.time() - start, 2),
+            # accepted with --accept-versions: say what made this shard
+            versions if versions != manifest.versions else None)
         write_manifest(out, manifest)
         progress.end_job(job_total[job] - len(tensors["images"]))
-    manifest["status"] = "complete"
-    manifest["totals"] = _totals(manifest)
+    manifest.status = "complete"
+    manifest.totals = summarise(manifest)["totals"]
     write_manifest(out, manifest)
     return manifest
 
 
-def _new_manifest(scenario: Scenario, dataset, split, attacks: dict[str, AttackSpec]) -> dict:
-    hps = {}
+def _new_manifest(scenario: Scenario, dataset, split, attacks: dict[str, AttackSpec]) -> Manifest:
+    hps: dict[str, HyperparameterInfo] = {}
     for spec in attacks.values():
         for hp in spec.hyperparameters:
-            entry = hps.setdefault(hp.name, {"unit": hp.unit, "scale": hp.scale, "symbol": hp.symbol, "attacks": []})
-            entry["attacks"].append(spec.name)
-    return {
-        "format": FORMAT,
-        "scenario": scenario.to_dict(),
-        "fingerprint": scenario.fingerprint(),
-        "versions": library_versions(),
-        "dataset": {"name": dataset.name, "images": len(dataset.images), "shape": list(dataset.shape),
-                    "num_classes": dataset.num_classes},
-        "split": {"seed": scenario.seed, "test_fraction": scenario.test_fraction,
-                  "train": len(split.train), "test": len(split.test)},
-        "label_spaces": {
-            "attack": [a.name for a in scenario.attacks],
-            "victim": [v.name for v in scenario.victims],
-            "hyperparameters": hps,
-            "attack_info": {s.name: {"norm": s.norm, "targeted": s.targeted,
-                                     "hyperparameters": [h.name for h in s.hyperparameters]}
-                            for s in attacks.values()},
-        },
-        "victims": {},
-        "shards": {},
-        "status": "partial",
-    }
+            known = hps.get(hp.name) or HyperparameterInfo(hp.name, hp.unit, hp.scale, hp.symbol, ())
+            hps[hp.name] = replace(known, attacks=known.attacks + (spec.name,))
+    spaces = LabelSpaces(tuple(a.name for a in scenario.attacks), tuple(v.name for v in scenario.victims), hps,
+                         {s.name: AttackInfo(s.norm, s.targeted, tuple(h.name for h in s.hyperparameters))
+                          for s in attacks.values()})
+    return Manifest(
+        scenario.to_dict(), scenario.fingerprint(), spaces, library_versions(),
+        dataset={"name": dataset.name, "images": len(dataset.images), "shape": list(dataset.shape),
+                 "num_classes": dataset.num_classes},
+        split={"seed": scenario.seed, "test_fraction": scenario.test_fraction,
+               "train": len(split.train), "test": len(split.test)})
 
 
-def _totals(manifest: dict) -> dict:
-    totals = {}
-    for shard in manifest["shards"].values():
-        t = totals.setdefault(shard["split"], {"examples": 0, "attempted": 0, "succeeded": 0})
-        t["examples"] += shard["examples"]
-        for cell in shard["cells"]:
-            t["attempted"] += cell["attempted"]
-            t["succeeded"] += cell["succeeded"]
-    return totals
+def summarise(manifest: Manifest) -> dict:
+    """The counts of a data set's finished shards: per split (``totals``, as
+    the manifest records them) and per attack × victim (``cells``, with the
+    success rate). What `attribkit generate` prints."""
+    totals, cells = {}, {}
+    for shard in manifest.shards.values():
+        t = totals.setdefault(shard.split, {"examples": 0, "attempted": 0, "succeeded": 0})
+        c = cells.setdefault((shard.attack, shard.victim), {
+            "attack": shard.attack, "victim": shard.victim, "train": 0, "test": 0, "attempted": 0, "succeeded": 0})
+        t["examples"] += shard.examples
+        c[shard.split] += shard.examples
+        for counts in (t, c):
+            counts["attempted"] += shard.attempted
+            counts["succeeded"] += shard.succeeded
+    for c in cells.values():
+        c["success_rate"] = round(c["succeeded"] / c["attempted"], 4) if c["attempted"] else None
+    return {"scenario": manifest.scenario["name"], "status": manifest.status, "totals": totals,
+            "cells": list(cells.values())}
 
 
 @torch.no_grad()

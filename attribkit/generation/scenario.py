@@ -131,14 +131,14 @@ def _grid(spec, where: str) -> tuple[float, ...]:
     return values
 
 
-def _attack(table, i: int) -> AttackPlan:
+def _attack(table, i: int, registry: plugins.Registry) -> AttackPlan:
     where = f"attacks[{i}]"
     if not isinstance(table, dict):
         raise ScenarioError(f"{where}: expected a table, got {table!r}")
     _check_keys(table, _ATTACK_KEYS, where)
     if "name" not in table:
         raise ScenarioError(f"{where}: missing 'name'")
-    spec = plugins.get("attacks", _typed(table["name"], str, f"{where}.name"))
+    spec = registry.get("attacks", _typed(table["name"], str, f"{where}.name"))
     where = f"attack {spec.name!r}"
     grid_in = _typed(table.get("grid", {}), dict, f"{where}.grid")
     declared = {h.name: h for h in spec.hyperparameters}
@@ -201,7 +201,10 @@ def _victim(entry, i: int) -> VictimRef:
     return ref
 
 
-def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
+def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins.Registry | None = None) -> Scenario:
+    """A scenario from its TOML table; attack and data-set names are looked up in ``registry``
+    (default: what is installed)."""
+    registry = registry or plugins.registry()
     _typed(data, dict, "scenario")
     _check_keys(data, _TOP_KEYS, "scenario")
     for key in ("dataset", "victims", "attacks", "cells"):
@@ -213,7 +216,7 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
     if min(counts.values()) < 1:
         raise ScenarioError(f"cells: train and test must be ≥ 1, got {counts}")
     victims = tuple(_victim(v, i) for i, v in enumerate(_typed(data["victims"], list, "victims")))
-    attacks = tuple(_attack(a, i) for i, a in enumerate(_typed(data["attacks"], list, "attacks")))
+    attacks = tuple(_attack(a, i, registry) for i, a in enumerate(_typed(data["attacks"], list, "attacks")))
     for kind, items in (("victims", victims), ("attacks", attacks)):
         if not items:
             raise ScenarioError(f"scenario: {kind} is empty")
@@ -221,7 +224,7 @@ def parse_scenario(data: dict, default_name: str = "scenario") -> Scenario:
         if len(set(names)) != len(names):
             raise ScenarioError(f"scenario: {kind} lists a name twice ({names})")
     dataset = _typed(data["dataset"], str, "dataset")
-    plugins.get("datasets", dataset.partition(":")[0])  # unknown data set: fail before any work
+    registry.get("datasets", dataset.partition(":")[0])  # unknown data set: fail before any work
     sc = Scenario(
         name=_typed(data.get("name", default_name), str, "name"), dataset=dataset, victims=victims, attacks=attacks,
         train_per_cell=counts["train"], test_per_cell=counts["test"],
@@ -252,7 +255,7 @@ def builtin_scenarios() -> dict[str, Path]:
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".toml")}
 
 
-def load_scenario(path_or_name: str | Path) -> Scenario:
+def load_scenario(path_or_name: str | Path, registry: plugins.Registry | None = None) -> Scenario:
     """A TOML file, or the name of a built-in scenario (``quick``, ``paper-mnist``)."""
     path = Path(path_or_name)
     if not path.exists():
@@ -268,6 +271,6 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     except RecursionError:  # tomllib recurses once per nesting level
         raise ScenarioError(f"cannot read scenario {str(path)!r}: nested too deeply") from None
     try:
-        return parse_scenario(data, default_name=path.stem)
+        return parse_scenario(data, default_name=path.stem, registry=registry)
     except AttribkitError as exc:  # ScenarioError, or an unknown attack or data set
         raise ScenarioError(f"scenario {str(path)!r}: {exc}") from None

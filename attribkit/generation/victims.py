@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AttribkitError
+from ..plugins import Registry
 from ..storage import sha256_file
 from ..specs import Dataset
 from ..victims.model import Victim
@@ -12,8 +13,8 @@ from ..victims.store import VictimRecord, build_network, load_victim, load_weigh
 from .scenario import VictimRef
 
 
-def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset,
-                   verify: bool = True) -> tuple[Victim, VictimRecord, str]:
+def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset, verify: bool = True,
+                   registry: Registry | None = None) -> tuple[Victim, VictimRecord, str]:
     """Returns the frozen victim, its record, and the sha256 of its weights
     (a zoo victim's weights are checked against its record with ``verify``)."""
     if ref.timm:
@@ -26,11 +27,11 @@ def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset,
         weights = Path(ref.checkpoint)
         if not weights.exists():
             raise AttribkitError(f"victim {ref.name!r}: checkpoint {str(weights)!r} does not exist")
-        victim = wrap(record, build_network(record))
+        victim = wrap(record, build_network(record, registry))
         load_weights(victim, weights, ref.name)
         victim.freeze()
     else:
-        victim, record = load_victim(zoo, ref.name, verify)
+        victim, record = load_victim(zoo, ref.name, verify, registry)
         weights = victim_path(zoo, ref.name)
         if record.num_classes != dataset.num_classes or record.in_chans != dataset.images.shape[1] \
                 or record.image_size != dataset.images.shape[-1]:

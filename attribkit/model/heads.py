@@ -1,225 +1,231 @@
-"""Task heads: the classification & regression module (paper §3.3.4).
+"""Task heads: the classification & regression module (paper §3.3.4), and the
+protocol every head plugin implements.
 
-A head reads one branch's features (and, for regression, the other heads'
-outputs: eq. 7 joins the attack logits), knows its own target in a batch, its
-loss, and how to state its answer. The trainer builds one head for every
-registered head plugin that applies to the data set's label columns.
+A head owns its whole life: from the labels it computes its target and loss,
+from its output its metrics (:class:`Score`), its answer for ``attribkit
+attribute`` and its section of ``attribkit evaluate``'s report. The core
+trains, scores and answers through these methods only, so the paper's three
+heads (registered by ``attribkit.builtins.heads``) take exactly the path a
+third-party head does.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..records import Labels, LabelSpaces
 
-def attributed_value(hp: torch.Tensor) -> torch.Tensor:
-    """(B, n_hp) display values, NaN where an attack lacks the hyperparameter →
-    (B,) the one value each example's attack was run with (NaN if none)."""
-    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), torch.tensor(float("nan")))
+Task = Literal["classification", "regression"]
+Branch = Literal["attack", "victim"]
 
 
 @dataclass
 class HeadContext:
     """What a head plugin may need to build itself."""
 
-    label_spaces: dict  # the data set manifest's label_spaces
+    labels: LabelSpaces
     feature_dims: dict[str, int]  # branch name → feature width
     target_stats: dict[str, dict[str, float]] = field(default_factory=dict)  # hp → mean/std (display units)
-    regression: str = "per-attack"  # or "single": the paper's one regressor on one scale
-    attack_logits: bool = True  # eq. 7; the single-task baseline has no attack head to read
+    regression: str = "per-attack"  # or "single": how regressors share outputs (TrainConfig.regression)
+    joint: bool = True  # one network with the other heads, whose outputs it may read (eq. 7); False: alone
+    config: Any = None  # the run's TrainConfig
+    state: Any = None  # what HeadSpec.fit learnt from the training labels (JSON), saved with the run
 
     @property
     def hyperparameters(self) -> list[str]:
-        return list(self.label_spaces["hyperparameters"])
+        return self.labels.hp_names
+
+
+@dataclass
+class Score:
+    """One metric of a head on a set of examples, from one value per example.
+
+    ``per_example`` is 1/0 (right/wrong) for an accuracy, the signed error for
+    an RMSE, and NaN where the metric does not apply to an example. A
+    *signature* is one of the attribution's answers (attack, victim,
+    hyperparameter): it gets a column in ``evaluate``'s summary and a term in
+    Δ_MTL. ``table``: also one value per attack × victim cell. ``per_attack``:
+    also one value per true attack, under ``KEY_per_attack``.
+    """
+
+    key: str  # e.g. "attack_accuracy", the name in metrics.json and evaluation.json
+    per_example: torch.Tensor
+    kind: Literal["accuracy", "rmse"]
+    title: str  # "Attack accuracy (%)"
+    column: str = ""  # the summary column: "attack acc (%)"
+    signature: bool = False
+    table: bool | None = None  # None: when it is a signature
+    per_attack: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind == "accuracy"
+
+    @property
+    def tabled(self) -> bool:
+        return self.signature if self.table is None else self.table
+
+    def value(self, keep: torch.Tensor | None = None) -> float | None:
+        values = self.per_example if keep is None else self.per_example[keep]
+        values = values[torch.isfinite(values)]
+        if not len(values):
+            return None
+        if self.kind == "rmse":
+            return round(math.sqrt(float((values ** 2).mean())), 4)
+        return round(float(values.mean()), 6)
+
+    def describe(self) -> dict:
+        return {"title": self.title, "column": self.column or self.title, "kind": self.kind,
+                "signature": self.signature}
 
 
 class Head(nn.Module):
     """Base class. ``task`` is "classification" or "regression"; ``branch``
     names the features it reads ("attack" or "victim")."""
 
-    task = "classification"
-    branch = "attack"
+    task: Task = "classification"
+    branch: Branch = "attack"
 
     def __init__(self, name: str):
         super().__init__()
         self.name = name
 
-    def target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def target(self, labels: Labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(target, mask of examples that have one)."""
         raise NotImplementedError
 
     def forward(self, features: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, output: torch.Tensor, labels: Labels) -> torch.Tensor:
         raise NotImplementedError
 
-    def answer(self, output: torch.Tensor, outputs: dict[str, torch.Tensor]) -> list[dict]:
-        """Per-example answer, as shown by ``attribkit attribute``."""
+    def scores(self, outputs: dict[str, torch.Tensor], labels: Labels) -> list[Score]:
+        """This head's metrics on examples with these labels; ``outputs`` are every head's
+        outputs (a regressor may score the value of the attack another head predicts)."""
+        return []
+
+    def answer(self, outputs: dict[str, torch.Tensor]) -> list[dict]:
+        """Per example, the JSON fields ``attribkit attribute`` reports for this head."""
         raise NotImplementedError
 
-    def report_figures(self, outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
-                       label_spaces: dict) -> list:
+    def shown(self, answer: dict) -> dict[str, str]:
+        """Column title → text for ``attribkit attribute``'s table, from one answer."""
+        return {self.name: str(answer.get(self.name, "–"))}
+
+    def report_figures(self, outputs: dict[str, torch.Tensor], labels: Labels, spaces: LabelSpaces) -> list:
         """This head's section of ``attribkit evaluate``'s report: a list of
-        :class:`attribkit.figures.Figure`, drawn from every head's outputs on the
-        evaluated split and its labels (the columns of ``AttributionData.labels``)."""
+        :class:`attribkit.figures.Figure` drawn from every head's outputs on the
+        evaluated split and its labels."""
         return []
 
 
+def predicted_class(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability, index) of each example's most likely class."""
+    return output.softmax(1).max(1)
+
+
 class ClassificationHead(Head):
-    def __init__(self, name: str, classes: list[str], in_features: int, branch: str, column: str | None = None):
+    """One class per entry of ``classes``, read from one branch; its target is the
+    label column ``column`` (default: the head's name) unless a subclass says otherwise."""
+
+    def __init__(self, name: str, classes: list[str], in_features: int, branch: Branch, column: str | None = None,
+                 signature: bool = False):
         super().__init__(name)
         self.classes = list(classes)
         self.branch = branch
         self.column = column or name
+        self.signature = signature
         self.fc = nn.Linear(in_features, len(self.classes))
 
-    def target(self, batch):
-        y = batch[self.column]
+    def target(self, labels):
+        y = labels.column(self.column)
         return y, torch.ones_like(y, dtype=torch.bool)
 
     def forward(self, features, outputs):
         return self.fc(features[self.branch])
 
-    def loss(self, output, batch):
-        y, mask = self.target(batch)
+    def loss(self, output, labels):
+        y, mask = self.target(labels)
         return F.cross_entropy(output[mask], y[mask]) if mask.any() else output.sum() * 0
 
-    def report_figures(self, outputs, labels, label_spaces):
+    def correct(self, output: torch.Tensor, labels: Labels) -> torch.Tensor:
+        target, mask = self.target(labels)
+        return (predicted_class(output)[1] == target) & mask  # a class never trained on counts as wrong
+
+    def scores(self, outputs, labels):
+        return [Score(f"{self.name}_accuracy", self.correct(outputs[self.name], labels).float(), "accuracy",
+                      f"{self.name.capitalize()} accuracy (%)", f"{self.name} acc (%)", signature=self.signature)]
+
+    def answer(self, outputs):
+        p, idx = predicted_class(outputs[self.name])
+        return [{self.name: self.classes[i], f"{self.name}_probability": round(float(q), 4)}
+                for i, q in zip(idx.tolist(), p.tolist())]
+
+    def shown(self, answer):
+        return {self.name: f"{answer[self.name]} ({answer[f'{self.name}_probability']:.0%})"}
+
+    def report_figures(self, outputs, labels, spaces):
         from .. import figures
 
         target, mask = self.target(labels)
         predicted = outputs[self.name].argmax(1)
-        correct = ((predicted == target) & mask).float()
         found = []
         png = figures.confusion(target[mask], predicted[mask], self.classes, f"{self.name} attribution")
         if png:
             found.append(figures.Figure(f"confusion_{self.name}", f"{self.name}: confusion matrix",
                                         f"true {self.name} (rows) against attributed (columns)", png))
+        correct = ((predicted == target) & mask).float()
         found.append(figures.Figure(
             f"cells_{self.name}", f"{self.name}: accuracy per attack × victim",
             f"accuracy (%) of the {self.name} head in each cell of the evaluated split",
-            figures.cell_heatmap(figures.per_cell(correct, labels, label_spaces), f"{self.name} accuracy (%)", True)))
+            figures.cell_heatmap(figures.per_cell(correct, labels, spaces), f"{self.name} accuracy (%)", True)))
         return found
 
-    def answer(self, output, outputs):
-        prob = output.softmax(1)
-        p, idx = prob.max(1)
-        return [{self.name: self.classes[i], f"{self.name}_probability": round(float(q), 4)}
-                for i, q in zip(idx.tolist(), p.tolist())]
 
-
-class HyperparameterHead(Head):
-    """Attack-conditioned hyperparameter regression (eq. 7–8).
-
-    ``per-attack``: one output per (attack, hyperparameter) the data set
-    declares, each trained only on that attack's examples (masked loss); the
-    predicted attack's regressor answers. ``single``: the paper's one
-    regressor with ε×255 and κ on one scale. Targets are standardised for
-    the loss and answers are in display units.
-    """
+class RegressionHead(Head):
+    """One number per example, read from one branch: the label column ``column``
+    (a shard's ``linf``, ``l2``, …), learnt standardised by ``mean`` and ``std``
+    and answered in the column's own units."""
 
     task = "regression"
-    branch = "attack"
 
-    def __init__(self, context: HeadContext, name: str = "hyperparameter"):
+    def __init__(self, name: str, column: str, in_features: int, branch: Branch, mean: float, std: float,
+                 unit: str = "", signature: bool = False):
         super().__init__(name)
-        self.mode = context.regression
-        self.hp_names = context.hyperparameters
-        self.attacks = list(context.label_spaces["attack"])
-        info = context.label_spaces["attack_info"]
-        self.attack_hps = {a: [h for h in info[a]["hyperparameters"] if h in self.hp_names] for a in self.attacks}
-        if self.mode == "per-attack":
-            self.pairs = [(a, h) for a in self.attacks for h in self.attack_hps[a]]
-        elif self.mode == "single":
-            self.pairs = [("*", "*")]
-        else:
-            raise ValueError(f"regression must be 'per-attack' or 'single', got {self.mode!r}")
-        self.uses_logits = context.attack_logits
-        in_features = context.feature_dims[self.branch] + (len(self.attacks) if self.uses_logits else 0)
-        self.fc = nn.Linear(in_features, len(self.pairs))
-        stats = context.target_stats
-        key = lambda h: "*" if self.mode == "single" else h
-        self.register_buffer("mean", torch.tensor([stats[key(h)]["mean"] for _, h in self.pairs]))
-        self.register_buffer("std", torch.tensor([stats[key(h)]["std"] for _, h in self.pairs]))
+        self.column, self.branch, self.unit, self.signature = column, branch, unit, signature
+        self.fc = nn.Linear(in_features, 1)
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std) if std > 0 else 1.0))
+
+    def target(self, labels):
+        y = labels.column(self.column).float()
+        return y, torch.isfinite(y)
 
     def forward(self, features, outputs):
-        x = features[self.branch]
-        if self.uses_logits:
-            x = torch.cat([x, outputs["attack"]], dim=1)
-        return self.fc(x)
+        return self.fc(features[self.branch]).squeeze(1)
 
-    def _truth(self, batch) -> torch.Tensor:
-        """(B, pairs) display-unit targets, NaN where a pair does not apply."""
-        hp = batch["hp"]  # (B, n_hp) in display units, NaN where the attack lacks it
-        if self.mode == "single":
-            return attributed_value(hp)[:, None]
-        cols = []
-        for attack, h in self.pairs:
-            col = hp[:, self.hp_names.index(h)]
-            cols.append(col.where(batch["attack"] == self.attacks.index(attack), torch.tensor(float("nan"))))
-        return torch.stack(cols, 1)
+    def values(self, output: torch.Tensor) -> torch.Tensor:
+        return output * self.std + self.mean
 
-    def target(self, batch):
-        truth = self._truth(batch)
-        return truth, torch.isfinite(truth)
+    def loss(self, output, labels):
+        y, mask = self.target(labels)
+        return F.mse_loss(output[mask], ((y - self.mean) / self.std)[mask]) if mask.any() else output.sum() * 0
 
-    def loss(self, output, batch):
-        truth, mask = self.target(batch)
-        if not mask.any():
-            return output.sum() * 0
-        z = (truth - self.mean) / self.std
-        return F.mse_loss(output[mask], z[mask])
+    def scores(self, outputs, labels):
+        y, mask = self.target(labels)
+        error = (self.values(outputs[self.name]) - y).where(mask, torch.tensor(float("nan")))
+        return [Score(f"{self.name}_rmse", error, "rmse", f"{self.name} RMSE", f"{self.name} RMSE",
+                      signature=self.signature)]
 
-    def values(self, output: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
-        """(B,) display-unit value of the first hyperparameter of ``attack`` per example."""
-        display = output * self.std + self.mean
-        if self.mode == "single":
-            return display[:, 0]
-        column = torch.tensor([next((j for j, (a, _) in enumerate(self.pairs) if a == self.attacks[i]), -1)
-                               for i in range(len(self.attacks))])
-        picked = column[attack]
-        out = display.gather(1, picked.clamp_min(0)[:, None]).squeeze(1)
-        return out.where(picked >= 0, torch.tensor(float("nan")))
+    def answer(self, outputs):
+        return [{self.name: round(float(v), 6)} for v in self.values(outputs[self.name]).tolist()]
 
-    def report_figures(self, outputs, labels, label_spaces):
-        from .. import figures
-
-        attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(labels["attack"]), dtype=torch.long)
-        truth = attributed_value(labels["hp"])
-        error = self.values(outputs[self.name], attack) - truth
-        points, units = {}, {}
-        for i, name in enumerate(self.attacks):
-            if not self.attack_hps[name]:
-                continue
-            info = label_spaces["hyperparameters"][self.attack_hps[name][0]]
-            units[name] = f"{info.get('symbol', '')} {info.get('unit', '')}".strip()
-            of_attack = labels["attack"] == i
-            values = sorted(v for v in set(truth[of_attack].tolist()) if v == v)  # v == v: not NaN
-            points[name] = [(v, float(error[of_attack & (truth == v)].pow(2).nanmean().sqrt()),
-                             int((of_attack & (truth == v)).sum())) for v in values]
-        return [
-            figures.Figure(f"rmse_per_value_{self.name}", f"{self.name}: RMSE per true value",
-                           "RMSE of the attributed value (attack predicted by the model) for each true value",
-                           figures.rmse_per_value(points, units, "hyperparameter RMSE per true value")),
-            figures.Figure(f"cells_{self.name}", f"{self.name}: RMSE per attack × victim",
-                           "RMSE in display units (ε×255, κ) in each cell",
-                           figures.cell_heatmap(figures.per_cell(error, labels, label_spaces, rmse=True),
-                                                "hyperparameter RMSE", False)),
-        ]
-
-    def answer(self, output, outputs):
-        attack = outputs["attack"].argmax(1) if "attack" in outputs else torch.zeros(len(output), dtype=torch.long)
-        display = output * self.std + self.mean
-        rows = []
-        for i, a in enumerate(attack.tolist()):
-            name = self.attacks[a]
-            if self.mode == "single":  # one scale: the value belongs to the predicted attack's hyperparameter
-                found = {self.attack_hps[name][0]: float(display[i, 0])} if self.attack_hps[name] else {}
-            else:
-                found = {h: float(display[i, j]) for j, (pa, h) in enumerate(self.pairs) if pa == name}
-            rows.append({"hyperparameters": {h: round(v, 3) for h, v in found.items()}})
-        return rows
+    def shown(self, answer):
+        return {self.name: f"{answer[self.name]:.4g}{self.unit}"}

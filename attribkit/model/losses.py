@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -16,10 +18,8 @@ class UncertaintyWeighting(nn.Module):
     from growing without bound. ``mode="sum"`` is the plain sum (Table 13).
     """
 
-    def __init__(self, tasks: dict[str, str], mode: str = "uncertainty"):
+    def __init__(self, tasks: dict[str, str], mode: Literal["uncertainty", "sum"] = "uncertainty"):
         super().__init__()
-        if mode not in ("uncertainty", "sum"):
-            raise ValueError(f"loss must be 'uncertainty' or 'sum', got {mode!r}")
         self.mode = mode
         self.tasks = dict(tasks)  # name → "classification" | "regression"
         self.log_sigma = nn.ParameterDict({name: nn.Parameter(torch.zeros(())) for name in tasks})

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AttribkitError, DataError
+from ..errors import AttribkitError, DataError
 
 CONTENT_HASH = "content_sha256"
 FILES = "files"
@@ -231,9 +231,9 @@ class Record:
     hashed: bool  # False: written before attribkit recorded hashes
 
 
-def read_json_record(path: str | Path, fmt: str, what: str, error=DataError, verify: bool = True,
+def read_json_record(path: str | Path, fmt: str | tuple[str, ...], what: str, error=DataError, verify: bool = True,
                      unversioned_ok: bool = False) -> Record:
-    """PATH as a JSON object whose "format" is FMT (or absent, for records
+    """PATH as a JSON object whose "format" is FMT, or one of them (or absent, for records
     older than formats, with ``unversioned_ok``); with ``verify``, its own
     content hash must match. Every failure is one clear line."""
     path = Path(path)
@@ -248,9 +248,11 @@ def read_json_record(path: str | Path, fmt: str, what: str, error=DataError, ver
         raise error(f"{str(path)!r} is corrupt: nested too deeply") from None
     if isinstance(parsed, dict) and unversioned_ok and "format" not in parsed:
         return Record(parsed, False)
-    if not isinstance(parsed, dict) or parsed.get("format") != fmt:
+    formats = (fmt,) if isinstance(fmt, str) else tuple(fmt)
+    if not isinstance(parsed, dict) or parsed.get("format") not in formats:
         found = parsed.get("format") if isinstance(parsed, dict) else type(parsed).__name__
-        raise error(f"{str(path)!r} has format {found!r}, expected {fmt!r}")
+        expected = repr(formats[0]) if len(formats) == 1 else "one of " + ", ".join(map(repr, formats))
+        raise error(f"{str(path)!r} has format {found!r}, expected {expected}")
     recorded = parsed.get(CONTENT_HASH)
     if verify and recorded is not None and recorded != content_hash(parsed):
         raise IntegrityError(f"{str(path)!r} does not match its recorded content hash; it was edited or is corrupt")

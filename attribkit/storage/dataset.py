@@ -13,16 +13,18 @@ names a shard that is not complete.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from .. import storage
 from ..errors import DataError
+from ..records import DATA_FORMAT, Manifest
 
 MANIFEST = "manifest.json"
 CLEAN = "clean.safetensors"
 SHARDS = "shards"
-FORMAT = "attribkit-data/1"
+FORMAT = DATA_FORMAT
 
 
 def shard_file(shard: str) -> str:
@@ -30,66 +32,51 @@ def shard_file(shard: str) -> str:
     return f"{SHARDS}/{shard}"
 
 
-def data_files(manifest: dict) -> list[str]:
-    """Every file the data set consists of, besides the manifest."""
-    return [CLEAN] + [shard_file(name) for name in sorted(manifest["shards"])]
+def data_files(shards: Iterable[str]) -> list[str]:
+    """Every file of a data set with these shards, besides the manifest."""
+    return [CLEAN] + [shard_file(name) for name in sorted(shards)]
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    storage.write_json_record(Path(out) / MANIFEST, manifest)
+def write_manifest(out: Path, manifest: Manifest) -> None:
+    storage.write_json_record(Path(out) / MANIFEST, manifest.to_json())
 
 
-def save_file(out: Path, manifest: dict, name: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+def save_file(out: Path, manifest: Manifest, name: str, tensors: dict[str, torch.Tensor],
+              metadata: dict | None = None) -> None:
     """Write one data file and record its hash in the manifest (written by the caller)."""
-    record = storage.save_tensors(Path(out) / name, tensors, metadata)
-    manifest.setdefault(storage.FILES, {})[name] = record.to_json()
+    manifest.files[name] = storage.save_tensors(Path(out) / name, tensors, metadata).to_json()
 
 
-_REQUIRED = {"scenario": dict, "fingerprint": str, "label_spaces": dict, "shards": dict, "versions": dict,
-             "victims": dict, "status": str}
-_LABEL_SPACES = {"attack": list, "victim": list, "hyperparameters": dict, "attack_info": dict}
-_SHARD = {"victim": str, "attack": str, "split": str, "examples": int, "cells": list}
-
-
-def _check_shape(manifest: dict, path: Path) -> None:
-    storage.require_keys(manifest, _REQUIRED, path)
-    storage.require_keys(manifest["label_spaces"], _LABEL_SPACES, path, "label_spaces.")
-    for name, shard in manifest["shards"].items():
-        if not isinstance(shard, dict):
-            raise DataError(f"{str(path)!r}: shards[{name!r}] is not an object")
-        storage.require_keys(shard, _SHARD, path, f"shards[{name!r}].")
-
-
-def read_manifest(out: str | Path, verify: bool = True) -> dict:
+def read_manifest(out: str | Path, verify: bool = True) -> Manifest:
     """The data set's manifest, its own hash checked (``verify``); a data set
     written before hashes were recorded loads with a notice."""
     out = Path(out)
     record = storage.read_json_record(out / MANIFEST, FORMAT, "an attribkit data set", DataError, verify)
-    manifest = record.data
-    _check_shape(manifest, out / MANIFEST)
+    manifest = Manifest.from_json(record.data, str(out / MANIFEST))
     if verify:
-        unrecorded = [n for n in data_files(manifest) if storage.recorded_file(manifest, n, str(out / MANIFEST)) is None]
+        unrecorded = [n for n in data_files(manifest.shards)
+                      if storage.recorded_file(manifest.file_record, n, str(out / MANIFEST)) is None]
         if not record.hashed or unrecorded:
             storage.notice(f"data set {str(out)!r} has {len(unrecorded)} file(s) without a recorded sha256 (written by "
                            f"an older attribkit), which cannot be verified; `attribkit verify --record {out}` records them")
     return manifest
 
 
-def read_data_file(out: Path, manifest: dict, name: str, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+def read_data_file(out: Path, manifest: Manifest, name: str, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     """One of the data set's safetensors files, checked against its recorded hash (``verify``)."""
-    expected = storage.recorded_file(manifest, name, str(Path(out) / MANIFEST)) if verify else None
+    expected = storage.recorded_file(manifest.file_record, name, str(Path(out) / MANIFEST)) if verify else None
     return storage.read_tensors(Path(out) / name, expected)
 
 
 _LABELS = ("attack", "victim", "clean_index")  # besides images
 
 
-def _check_shard(tensors: dict[str, torch.Tensor], manifest: dict, where: str) -> None:
+def _check_shard(tensors: dict[str, torch.Tensor], manifest: Manifest, where: str) -> None:
     """A shard's tensors must be what the manifest says, before anything is concatenated or indexed."""
     if "images" not in tensors:
         raise DataError(f"{where!r} has no 'images' tensor")
     images = tensors["images"]
-    shape = manifest.get("dataset", {}).get("shape") if isinstance(manifest.get("dataset"), dict) else None
+    shape = manifest.shape
     if images.ndim != 4 or not images.is_floating_point() or (isinstance(shape, list) and list(images.shape[1:]) != shape):
         raise DataError(f"{where!r}: 'images' must be float (N, {', '.join(map(str, shape or ['C', 'H', 'W']))}), "
                         f"got {str(images.dtype).removeprefix('torch.')} {tuple(images.shape)}")
@@ -102,8 +89,8 @@ def _check_shard(tensors: dict[str, torch.Tensor], manifest: dict, where: str) -
     for key, column in tensors.items():
         if key != "images" and (column.ndim != 1 or len(column) != n):
             raise DataError(f"{where!r}: {key!r} must hold one value per image ({n}), got shape {tuple(column.shape)}")
-    spaces = manifest["label_spaces"]
-    for key, size in (("attack", len(spaces["attack"])), ("victim", len(spaces["victim"]))):
+    spaces = manifest.label_spaces
+    for key, size in (("attack", len(spaces.attacks)), ("victim", len(spaces.victims))):
         column = tensors[key]
         if column.is_floating_point() or (n and not 0 <= int(column.min()) <= int(column.max()) < size):
             raise DataError(f"{where!r}: {key!r} labels must be indices into the manifest's {size} {key}s")
@@ -116,13 +103,13 @@ def load_split(out: str | Path, split: str, verify: bool = True) -> dict[str, to
     return load_split_with_manifest(out, split, verify)[1]
 
 
-def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -> tuple[Manifest, dict[str, torch.Tensor]]:
     out = Path(out)
     manifest = read_manifest(out, verify)
-    hp_names = list(manifest["label_spaces"]["hyperparameters"])
+    hp_names = manifest.label_spaces.hp_names
     parts = []
-    for name, shard in sorted(manifest["shards"].items()):
-        if shard["split"] != split:
+    for name, shard in sorted(manifest.shards.items()):
+        if shard.split != split:
             continue
         tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
         _check_shard(tensors, manifest, str(out / shard_file(name)))

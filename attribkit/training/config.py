@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from ..errors import AttribkitError
+from ..model.backbone import STEMS
 
+# the allowed modes; TrainConfig is the one place that checks them
 MODELS = ("mtaa", "single-task", "single-label", "cnn")
-STEMS = ("timm", "stride1")
 POOLS = ("avg", "avg+max")
 SCHEDULES = ("cosine", "onecycle")
+LOSSES = ("uncertainty", "sum")
+REGRESSIONS = ("per-attack", "single")
 # what a run.json written before a key existed was trained with: a new default
 # must not change what an old run is
 LEGACY = {"stem": "timm", "pool": "avg", "schedule": "cosine", "validation": 0.0, "per_cell": 0}
@@ -17,34 +21,65 @@ _KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "float": ((int, 
           "bool": (bool, "true or false"), "tuple[str, ...]": ((list, tuple), "a list of names")}
 
 
+def _option(default, help: str = "", **cli) -> Any:
+    """A field that is also an ``attribkit train`` option (built from these
+    fields by cli.py), so the default, help and allowed values live here only.
+
+    ``help`` documents the option; for a bool that defaults to True that is
+    its ``--no-NAME`` flag. ``choices`` are the allowed values; ``min``,
+    ``max`` (and ``max_open``) bound a number, and ``must`` words the bound
+    in the error; ``option`` names an option other than ``--NAME``.
+    """
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a trained model. Defaults are the paper's
     optimiser settings (§4.1): Adam, cosine LR, lr 1e-3, weight decay 1e-3, batch 64."""
 
-    model: str = "mtaa"
-    backbone: str = "resnet18"
-    width: float = 0.25
-    perturbation: bool = True
-    task_specific: bool = True
-    fusion: bool = True
-    loss: str = "uncertainty"  # or "sum"
-    regression: str = "per-attack"  # or "single"
-    ae_weight: float = 1.0
-    input_scale: int = 2  # nearest upscale before the backbone: its 4× stem averages 28-px perturbations away
-    stem: str = "timm"  # "stride1": no stem reduction, for small images (see model/backbone.py)
-    pool: str = "avg"  # "avg+max": the heads also see each feature map's maximum
-    epochs: int = 24
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    schedule: str = "cosine"  # or "onecycle" (warm-up then anneal)
-    seed: int = 0
-    validation: float = 0.1  # fraction of the training clean images held out (see train/data.py)
-    per_cell: int = 0  # train on at most this many examples per cell (0 = all): learning curves
-    quantize: bool = True  # train on 8-bit images: real adversarial images arrive as PNG
-    heads: tuple[str, ...] = ()  # restrict to these head plugins; () = every one that applies
-    label_values: bool = True  # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
+    model: str = _option("mtaa", "MTAA; one network per signature; one class per attack×victim×value combination; "
+                                  "or the plain 4-layer CNN baseline, one per signature (it ignores the backbone, "
+                                  "width, input scale and stem).", choices=MODELS)
+    backbone: str = _option("resnet18", "See `attribkit list backbones`.")
+    width: float = _option(0.25, "Backbone width (1.0 = paper's, slow on CPU).")
+    perturbation: bool = _option(True, "Drop the auto-encoder perturbation extractor (ablation).")
+    task_specific: bool = _option(True, "Share the last stage between branches (ablation).")
+    fusion: bool = _option(True, "Drop high-low feature fusion (ablation).")
+    loss: str = _option("uncertainty", "Uncertainty-weighted (eq. 14) or plain sum of task losses.", choices=LOSSES)
+    regression: str = _option("per-attack", "One regressor per attack hyperparameter, or the paper's single "
+                                             "regressor.", choices=REGRESSIONS)
+    ae_weight: float = _option(1.0, "Weight of the perturbation auto-encoder's reconstruction loss in the training "
+                                    "loss.")
+    # nearest upscale before the backbone: its 4× stem averages 28-px perturbations away
+    input_scale: int = _option(2, "Nearest-neighbour upscale before the backbone (1 = none).", min=1)
+    stem: str = _option("timm", "The backbone's stem as timm builds it (4× reduction), or stride 1 with no stem "
+                                "pooling: keeps every pixel of small images such as 28-px MNIST.",
+                        choices=STEMS)  # see model/backbone.py
+    pool: str = _option("avg", "What the heads read of each feature map: its mean, or its mean and maximum.",
+                        choices=POOLS)
+    epochs: int = _option(24, min=1)
+    batch_size: int = _option(64, min=1)
+    lr: float = _option(1e-3)
+    weight_decay: float = _option(1e-3)
+    schedule: str = _option("cosine", "Learning-rate schedule: cosine annealing (the paper's) or one-cycle (warm-up, "
+                                      "then anneal).", choices=SCHEDULES)
+    seed: int = _option(0, min=-(2 ** 63), max=2 ** 64 - 1, must="in [-2^63, 2^64)")  # what torch.manual_seed takes
+    # held out of the training clean images (see training/data.py)
+    validation: float = _option(0.1, "Fraction of the training split's clean images held out as a validation split "
+                                     "(the same for every run on a data set); per-epoch metrics are measured on it, "
+                                     "never on test. 0 = none.", min=0, max=1, max_open=True,
+                                must="a fraction in [0, 1)")
+    # learning curves
+    per_cell: int = _option(0, "Train on at most this many examples per attack × victim × value cell (0 = all).",
+                            min=0, must="≥ 0 (0 = all)")
+    # real adversarial images arrive as PNG
+    quantize: bool = _option(True, "Train on the generated images as they are, not rounded to 8 bits as an image "
+                                   "file would hold them.")
+    heads: tuple[str, ...] = _option((), "Only these head plugins (default: all that apply).", option="--head")
+    # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
+    label_values: bool = _option(True, "single-label: one class per attack×victim combination, without the "
+                                       "hyperparameter value (the paper's Table 2; by default Table 4's, with it).")
 
     def __post_init__(self):
         for f in fields(self):  # a config read back from run.json may hold anything
@@ -53,22 +88,16 @@ class TrainConfig:
                 raise AttribkitError(f"{f.name} must be {what}, got {value!r}")
         if not all(isinstance(h, str) for h in self.heads):
             raise AttribkitError(f"heads must be a list of names, got {list(self.heads)!r}")
-        if self.model not in MODELS:
-            raise AttribkitError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.loss not in ("uncertainty", "sum"):
-            raise AttribkitError(f"loss must be 'uncertainty' or 'sum', got {self.loss!r}")
-        for name, allowed in (("stem", STEMS), ("pool", POOLS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise AttribkitError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not 0 <= self.validation < 1:
-            raise AttribkitError(f"validation must be a fraction in [0, 1), got {self.validation}")
-        if self.per_cell < 0:
-            raise AttribkitError(f"per_cell must be ≥ 0 (0 = all), got {self.per_cell}")
-        if self.regression not in ("per-attack", "single"):
-            raise AttribkitError(f"regression must be 'per-attack' or 'single', got {self.regression!r}")
-        for name in ("epochs", "batch_size", "input_scale"):
-            if getattr(self, name) < 1:
-                raise AttribkitError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for f in fields(self):  # the choices and bounds the CLI offers, for every other caller too
+            value, meta = getattr(self, f.name), f.metadata
+            if "choices" in meta and value not in meta["choices"]:
+                raise AttribkitError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+            low, high = meta.get("min"), meta.get("max")
+            # written as what must hold, so NaN fails it
+            if not ((low is None or value >= low) and
+                    (high is None or (value < high if meta.get("max_open") else value <= high))):
+                must = meta.get("must") or (f"≥ {low}" if high is None else f"in [{low}, {high}]")
+                raise AttribkitError(f"{f.name} must be {must}, got {value}")
         if not 0 < self.width <= 4:  # NaN fails every comparison, so it is refused too
             raise AttribkitError(f"width must be in (0, 4], got {self.width}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -76,8 +105,6 @@ class TrainConfig:
         for name in ("weight_decay", "ae_weight"):
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
                 raise AttribkitError(f"{name} must be a finite number ≥ 0, got {getattr(self, name)}")
-        if not -(2 ** 63) <= self.seed < 2 ** 64:  # what torch.manual_seed takes
-            raise AttribkitError(f"seed must be in [-2^63, 2^64), got {self.seed}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

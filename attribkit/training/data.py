@@ -8,15 +8,16 @@ from pathlib import Path
 import torch
 
 from ..errors import AttribkitError, DataError
-from ..generate.store import CLEAN, load_split_with_manifest, read_data_file
+from ..storage.dataset import CLEAN, load_split_with_manifest, read_data_file
+from ..records import Labels, LabelSpaces  # noqa: F401  (LabelSpaces: AttributionData.label_spaces)
 
 
 @dataclass
 class AttributionData:
     images: torch.Tensor  # adversarial, (N, C, H, W) in [0, 1]
     clean: torch.Tensor  # the clean image each was made from
-    labels: dict[str, torch.Tensor]  # attack, victim (indices), hp (N, n_hp) display units / NaN
-    label_spaces: dict
+    labels: Labels
+    label_spaces: LabelSpaces
     fingerprint: str
     clean_index: torch.Tensor  # (N,) which clean image of the split each was made from
 
@@ -25,17 +26,15 @@ class AttributionData:
 
     @property
     def columns(self) -> list[str]:
-        """The label columns head plugins may ask for (``HeadSpec.applies``)."""
-        targeted = any(info.get("targeted") for info in self.label_spaces.get("attack_info", {}).values())
-        return ["attack", "victim"] + [f"hp_{h}" for h in self.label_spaces["hyperparameters"]] \
-            + (["target"] if targeted else [])
-
-    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[idx] for k, v in self.labels.items()}
+        """The label columns head plugins may ask for (``HeadSpec.applies``), then the data
+        set's other per-example columns (``Labels.extra``)."""
+        ls = self.label_spaces
+        return ["attack", "victim"] + [f"hp_{h}" for h in ls.hyperparameters] + (["target"] if ls.targeted else []) \
+            + sorted(self.labels.extra)
 
     def subset(self, keep: torch.Tensor) -> "AttributionData":
         """The examples where ``keep`` (a boolean mask) is true, in order."""
-        return AttributionData(self.images[keep], self.clean[keep], self.batch(keep), self.label_spaces,
+        return AttributionData(self.images[keep], self.clean[keep], self.labels.take(keep), self.label_spaces,
                                self.fingerprint, self.clean_index[keep])
 
 
@@ -63,8 +62,8 @@ def cap_per_cell(data: AttributionData, per_cell: int) -> AttributionData:
     """At most ``per_cell`` examples of each (attack, victim, hyperparameter) cell, the first in data order."""
     if per_cell <= 0:
         return data
-    keys = torch.cat([data.labels["attack"][:, None].double(), data.labels["victim"][:, None].double(),
-                      torch.nan_to_num(data.labels["hp"].double(), nan=-1.0)], 1)
+    keys = torch.cat([data.labels.attack[:, None].double(), data.labels.victim[:, None].double(),
+                      torch.nan_to_num(data.labels.hp.double(), nan=-1.0)], 1)
     _, cell = torch.unique(keys, dim=0, return_inverse=True)
     seen: dict[int, int] = {}
     keep = torch.zeros(len(data), dtype=torch.bool)
@@ -84,14 +83,17 @@ def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> 
     index = data["clean_index"].long()
     if "images" not in clean or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(clean["images"])):
         raise DataError(f"{str(path / CLEAN)!r} does not hold the clean images the shards point to")
-    hp_names = list(manifest["label_spaces"]["hyperparameters"])
-    labels = {
-        "attack": data["attack"].long(), "victim": data["victim"].long(),
-        "hp": torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
-        "target": data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
-    }
-    return AttributionData(data["images"], clean["images"][index], labels,
-                           manifest["label_spaces"], manifest["fingerprint"], index)
+    spaces = manifest.label_spaces
+    hp_names = spaces.hp_names
+    labels = Labels(
+        data["attack"].long(), data["victim"].long(),
+        torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
+        data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
+        {k: v for k, v in data.items() if k not in _LAID_OUT and not k.startswith("hp_")})
+    return AttributionData(data["images"], clean["images"][index], labels, spaces, manifest.fingerprint, index)
+
+
+_LAID_OUT = ("images", "attack", "victim", "target", "clean_index")  # what Labels holds by name, or is not a label
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -102,8 +104,8 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
 def target_stats(data: AttributionData) -> dict[str, dict[str, float]]:
     """Mean and spread of each hyperparameter (display units), and of all on one scale ("*")."""
     stats = {}
-    hp = data.labels["hp"]
-    names = list(data.label_spaces["hyperparameters"])
+    hp = data.labels.hp
+    names = data.label_spaces.hp_names
     for j, name in enumerate(names + ["*"]):
         col = hp[torch.isfinite(hp)] if name == "*" else hp[:, j][torch.isfinite(hp[:, j])]
         if len(col) == 0:

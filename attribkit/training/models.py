@@ -1,8 +1,9 @@
 """Assembling attribution models from the installed head plugins, and asking them.
 
 A trained model is a set of *members*: MTAA is one network with every head;
-single-task is one network per head; single-label is one network with one
-class per combination.
+single-task and the CNN baseline one network per head; single-label one
+network with the heads made for it. Which heads exist is whatever plugins
+registered: nothing here knows any head by name.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from torch import nn
 from .. import plugins
 from ..errors import AttribkitError
 from ..model.cnn import PlainCNN
-from ..model.combination import CombinationHead
-from ..model.heads import HeadContext, HyperparameterHead, attributed_value
+from ..model.heads import Head, HeadContext
 from ..model.losses import UncertaintyWeighting
 from ..model.net import Architecture, AttributionNet, HeadedNet
+from ..records import HeadRecord, Labels, LabelSpaces
+from ..specs import HeadSpec
 from .config import TrainConfig
 
 
@@ -28,56 +30,74 @@ class Member:
     weighting: UncertaintyWeighting
 
 
-def applicable_heads(columns: list[str], config: TrainConfig) -> list:
-    reg = plugins.registry()
+def applicable_heads(columns: list[str], config: TrainConfig, registry: plugins.Registry | None = None) -> list[HeadSpec]:
+    """The head plugins this model kind trains on a data set with these label columns."""
+    reg = registry or plugins.registry()
     names = list(config.heads) or reg.names("heads")
     specs = [reg.get("heads", n) for n in names]
-    chosen = [s for s in specs if s.applies(columns)]
+    chosen = [s for s in specs if config.model in s.models and s.applies(columns)]
     if not chosen:
-        raise AttribkitError(f"no head plugin applies to the data set's labels {columns}")
+        raise AttribkitError(f"no head plugin applies to a {config.model} model of the data set's labels {columns}")
     return chosen
 
 
-def head_plugins(members: dict[str, Member]) -> dict[str, str]:
-    """Head name → the plugin that registered it, for every head plugin the
-    members use (single-label's combination head is not a plugin)."""
-    table = plugins.registry().tables["heads"]
-    return {name: table[name].plugin for name in heads_of(members) if name in table}
+def fit_heads(specs: list[HeadSpec], labels: Labels, spaces: LabelSpaces, config: TrainConfig,
+              registry: plugins.Registry | None = None) -> dict[str, HeadRecord]:
+    """Each head's plugin and what it learns from the training labels before training."""
+    table = (registry or plugins.registry()).tables["heads"]
+    return {s.name: HeadRecord(table[s.name].plugin, s.fit(labels, spaces, config) if s.fit else None) for s in specs}
 
 
-def build_members(config: TrainConfig, label_spaces: dict, stats: dict, columns: list[str], in_chans: int,
-                  image_size: int, combinations: list[str] | None = None) -> dict[str, Member]:
+def _builder(spec: HeadSpec, state):
+    """The spec's build, checked: a head must be what its spec says, or the run could not be read back."""
+    def build(context: HeadContext) -> Head:
+        context.state = state
+        head = spec.build(context)
+        if not isinstance(head, Head):
+            raise AttribkitError(f"head plugin {spec.name!r} built a {type(head).__name__}, not an attribkit Head")
+        if head.name != spec.name or head.task != spec.task:
+            raise AttribkitError(f"head plugin {spec.name!r} built a {head.task} head named {head.name!r}; its spec "
+                                 f"says a {spec.task} head named {spec.name!r}")
+        return head
+    return build
+
+
+def build_members(config: TrainConfig, spaces: LabelSpaces, stats: dict, columns: list[str], in_chans: int,
+                  image_size: int, heads: dict[str, HeadRecord] | None = None, legacy_state=None,
+                  registry: plugins.Registry | None = None) -> dict[str, Member]:
+    """The untrained networks of a model; ``heads`` (from :func:`fit_heads` or a run)
+    restrict it to those heads and give each its fitted state."""
+    reg = registry or plugins.registry()
+    specs = applicable_heads(columns, config, reg)
+    if heads is not None:
+        specs = [s for s in specs if s.name in heads]
+    state = lambda s: heads[s.name].state if heads and heads[s.name].state is not None else legacy_state
+
     def context(**kw):
-        return HeadContext(label_spaces, {}, stats, **{"regression": config.regression, **kw})
+        return HeadContext(spaces, {}, stats, **{"regression": config.regression, "config": config, **kw})
 
     def weighted(net):
         tasks = {h.name: h.task for h in net.head_list()}
         return Member(net, UncertaintyWeighting(tasks, config.loss if len(tasks) > 1 else "sum"))
 
     if config.model == "cnn":
-        # one plain CNN per signature; its regressor picks the attack CNN's predicted attack's output
-        specs = applicable_heads(columns, config)
-        return {s.name: weighted(PlainCNN(in_chans, [s.build], context(attack_logits=False))) for s in specs}
-    backbone = plugins.get("backbones", config.backbone)
+        # one plain CNN per head; a regressor reads the attack CNN's predicted attack, not its logits
+        return {s.name: weighted(PlainCNN(in_chans, [_builder(s, state(s))], context(joint=False))) for s in specs}
+    backbone = reg.get("backbones", config.backbone)
     full = Architecture(config.backbone, config.width, config.perturbation, config.task_specific, config.fusion,
                         input_scale=config.input_scale, stem=config.stem, pool=config.pool)
     plain = Architecture(config.backbone, config.width, perturbation=False, task_specific=False, fusion=False,
                          input_scale=config.input_scale, stem=config.stem, pool=config.pool)
 
-    def member(arch, builders, ctx):
-        return weighted(AttributionNet(arch, backbone, in_chans, image_size, builders, ctx))
+    def member(arch, chosen, ctx):
+        return weighted(AttributionNet(arch, backbone, in_chans, image_size, [_builder(s, state(s)) for s in chosen], ctx))
 
     if config.model == "mtaa":
-        specs = applicable_heads(columns, config)
-        return {"mtaa": member(full, [s.build for s in specs], context())}
+        return {"mtaa": member(full, specs, context())}
     if config.model == "single-task":
-        # each signature alone, so the regressor cannot read attack logits (paper's [22] baseline)
-        specs = applicable_heads(columns, config)
-        return {s.name: member(plain, [s.build], context(regression="single", attack_logits=False)) for s in specs}
-    if not combinations:
-        raise AttribkitError("single-label needs the training data's combinations")
-    build = lambda ctx: CombinationHead(combinations, ctx.feature_dims["attack"])
-    return {"single-label": member(plain, [build], context())}
+        # each signature alone, so a regressor cannot read attack logits (paper's [22] baseline)
+        return {s.name: member(plain, [s], context(regression="single", joint=False)) for s in specs}
+    return {config.model: member(plain, specs, context())}
 
 
 @torch.no_grad()
@@ -96,25 +116,3 @@ def predict(members: dict[str, Member], images: torch.Tensor, batch_size: int = 
 
 def heads_of(members: dict[str, Member]) -> dict[str, nn.Module]:
     return {h.name: h for m in members.values() for h in m.net.head_list()}
-
-
-def signatures(members: dict[str, Member], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The three signatures as tensors, whatever the model kind: attack and
-    victim index and probability, and the hyperparameter (display units) of
-    the predicted attack."""
-    heads = heads_of(members)
-    n = len(next(iter(outputs.values())))
-    if "combination" in heads:
-        attack, victim, hp, prob = heads["combination"].decode(outputs["combination"])
-        return {"attack": attack, "attack_prob": prob, "victim": victim, "victim_prob": prob,
-                "hp": attributed_value(hp)}
-    sig = {}
-    for name in ("attack", "victim"):
-        if name in outputs:
-            prob, idx = outputs[name].softmax(1).max(1)
-            sig[name], sig[f"{name}_prob"] = idx, prob
-    hp_head = heads.get("hyperparameter")
-    if isinstance(hp_head, HyperparameterHead):
-        attack = sig.get("attack", torch.zeros(n, dtype=torch.long))
-        sig["hp"] = hp_head.values(outputs["hyperparameter"], attack)
-    return sig

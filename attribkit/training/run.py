@@ -21,7 +21,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import plugins, storage
-from ..errors import AttribkitError
+from ..errors import AttribkitError, DataError
+from ..records import RUN_FORMATS_READ, RunMeta
+from ..runtime import Runtime, runtime_of
 from .config import TrainConfig
 from .models import Member, build_members
 
@@ -29,14 +31,14 @@ RUN_FILE = "run.json"
 WEIGHTS = "weights.safetensors"
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
-FORMAT = "attribkit-run/1"
+FORMAT = RUN_FORMATS_READ  # the run.json formats this attribkit reads (attribkit verify checks against them)
 
 
 def staging_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def save_run(out: Path, meta: dict, members: dict[str, Member], history: list[dict]) -> None:
+def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list[dict]) -> None:
     out = Path(out)
     staging = staging_folder(out)
     if staging.exists():
@@ -51,7 +53,7 @@ def save_run(out: Path, meta: dict, members: dict[str, Member], history: list[di
         METRICS_JSON: storage.write_json(staging / METRICS_JSON, {"epochs": history}),
         METRICS_CSV: storage.write_text(staging / METRICS_CSV, _csv(history)),
     }
-    storage.write_json_record(staging / RUN_FILE, {"format": FORMAT, **meta,
+    storage.write_json_record(staging / RUN_FILE, {**meta.to_json(),
                                                    storage.FILES: {k: v.to_json() for k, v in files.items()}})
     try:
         os.replace(staging, out)  # out is absent or an empty folder: the train command checked
@@ -69,47 +71,42 @@ def _csv(history: list[dict]) -> str:
     return text.getvalue()
 
 
-_REQUIRED = {"config": dict, "label_spaces": dict, "target_stats": dict, "columns": list, "input": dict}
-
-
-def read_run_meta(run: str | Path, verify: bool = True) -> dict:
+def read_run_meta(run: str | Path, verify: bool = True) -> RunMeta:
     """run.json, its own hash checked (``verify``); a run written before hashes
     were recorded loads with a notice."""
     if not Path(run).is_dir():
         raise AttribkitError(f"run folder {str(run)!r} does not exist")
-    found = storage.read_json_record(Path(run) / RUN_FILE, FORMAT, "an attribkit run folder", AttribkitError, verify)
-    meta = found.data
-    storage.require_keys(meta, _REQUIRED, Path(run) / RUN_FILE, error=AttribkitError)
-    if verify and storage.recorded_file(meta, WEIGHTS, str(Path(run) / RUN_FILE)) is None:
+    path = Path(run) / RUN_FILE
+    found = storage.read_json_record(path, RUN_FORMATS_READ, "an attribkit run folder", AttribkitError, verify)
+    try:
+        meta = RunMeta.from_json(found.data, str(path))
+    except DataError as exc:
+        raise AttribkitError(str(exc)) from None
+    if verify and storage.recorded_file(meta.file_record, WEIGHTS, str(path)) is None:
         storage.notice(f"run {str(run)!r} has no recorded sha256 for its files (written by an older attribkit) "
                        f"and cannot be verified; `attribkit verify --record {run}` records them")
     return meta
 
 
-def _installed_heads(run: Path, trained: dict[str, str]) -> list[str]:
-    known = plugins.registry().tables["heads"]
-    for name, plugin in trained.items():
+def _installed_heads(run: Path, meta: RunMeta, registry: plugins.Registry) -> None:
+    known = registry.tables["heads"]
+    for name, head in meta.heads.items():
         if name not in known:
-            raise AttribkitError(f"run {str(run)!r} was trained with head {name!r} from plugin {plugin!r}, which is "
-                                 f"not installed or is disabled (see `attribkit plugins`); install it to use this run")
-    return list(trained)
+            raise AttribkitError(f"run {str(run)!r} was trained with head {name!r} from plugin {head.plugin!r}, which "
+                                 f"is not installed or is disabled (see `attribkit plugins`); install it to use this run")
 
 
-def load_run(run: str | Path, verify: bool = True) -> tuple[dict, dict[str, Member]]:
+def load_run(run: str | Path, verify: bool = True, runtime: Runtime | None = None) -> tuple[RunMeta, dict[str, Member]]:
     """Rebuild a trained model from its run folder, ready to predict; with
     ``verify`` its files must match their recorded hashes."""
-    run = Path(run)
+    run, rt = Path(run), runtime_of(runtime)
     meta = read_run_meta(run, verify)
-    config = TrainConfig.from_dict(meta["config"], where=str(run / RUN_FILE))
-    for key in ("in_chans", "image_size"):
-        value = meta["input"].get(key)
-        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
-            raise AttribkitError(f"{str(run / RUN_FILE)!r}: input.{key} must be a positive integer, got {value!r}")
+    config = TrainConfig.from_dict(meta.config, where=str(run / RUN_FILE))
+    _installed_heads(run, meta, rt.plugins)
     try:
-        if meta.get("heads"):  # exactly the trained heads, whatever else is installed now
-            config = replace(config, heads=tuple(_installed_heads(run, meta["heads"])))
-        members = build_members(config, meta["label_spaces"], meta["target_stats"], meta["columns"],
-                                meta["input"]["in_chans"], meta["input"]["image_size"], meta.get("combinations"))
+        # exactly the trained heads, whatever else is installed now (a run without a list: every one that applies)
+        members = build_members(config, meta.label_spaces, meta.target_stats, meta.columns, meta.in_chans,
+                                meta.image_size, meta.heads or None, meta.legacy_state, rt.plugins)
     except KeyError as exc:
         raise AttribkitError(f"{str(run / RUN_FILE)!r} lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:  # a hand-edited run.json
@@ -117,7 +114,7 @@ def load_run(run: str | Path, verify: bool = True) -> tuple[dict, dict[str, Memb
         raise AttribkitError(f"{str(run / RUN_FILE)!r} does not describe a model attribkit can build ({detail})") from None
     if not (run / WEIGHTS).exists():
         raise AttribkitError(f"run folder {str(run)!r} has no {WEIGHTS}")
-    expected = storage.recorded_file(meta, WEIGHTS, str(run / RUN_FILE)) if verify else None
+    expected = storage.recorded_file(meta.file_record, WEIGHTS, str(run / RUN_FILE)) if verify else None
     state, _ = storage.read_tensors(run / WEIGHTS, expected, error=AttribkitError)
     for name, m in members.items():
         for part, module in (("net", m.net), ("loss", m.weighting)):
@@ -132,8 +129,8 @@ def load_run(run: str | Path, verify: bool = True) -> tuple[dict, dict[str, Memb
     return meta, members
 
 
-def input_shape(meta: dict) -> tuple[int, int]:
-    return meta["input"]["in_chans"], meta["input"]["image_size"]
+def input_shape(meta: RunMeta) -> tuple[int, int]:
+    return meta.in_chans, meta.image_size
 
 
 __all__ = ["save_run", "load_run", "read_run_meta", "input_shape"]

@@ -10,12 +10,13 @@ from typing import Callable
 import torch
 
 from ..errors import AttribkitError
-from ..model.combination import combinations_of
+from ..records import RunMeta
+from ..runtime import Runtime, runtime_of
 from ..versions import library_versions
 from .config import TrainConfig
 from .data import AttributionData, cap_per_cell, load_attribution_data, quantize, split_validation, target_stats
 from .metrics import evaluate_members
-from .models import Member, build_members, head_plugins
+from .models import Member, applicable_heads, build_members, fit_heads
 from .run import save_run
 
 EpochCallback = Callable[[str, int, int, dict], None]  # member, epoch, epochs, metrics
@@ -23,11 +24,19 @@ StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, lo
 
 
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step: StepCallback | None = None,
-          on_epoch: EpochCallback | None = None, verify: bool = True) -> dict:
+          on_epoch: EpochCallback | None = None, verify: bool = True, runtime: Runtime | None = None) -> RunMeta:
     """Train, then write the run folder ``out`` in one step at the end (see
-    :mod:`attribkit.train.run`). ``verify=False`` reads the data set without
-    checking its files against their recorded hashes."""
-    out = Path(out)
+    :mod:`attribkit.training.run`). ``verify=False`` reads the data set without
+    checking its files against their recorded hashes. Progress goes to
+    ``on_step``/``on_epoch`` if given, else to the runtime's progress sink."""
+    rt = runtime_of(runtime)
+    with rt.progress.train() as report:
+        return _train(Path(data_dir), config, Path(out), on_step or report.get("on_step"),
+                      on_epoch or report.get("on_epoch"), verify, rt)
+
+
+def _train(data_dir: Path, config: TrainConfig, out: Path, on_step: StepCallback | None,
+           on_epoch: EpochCallback | None, verify: bool, rt: Runtime) -> RunMeta:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
     # validation first, so it is the same examples whatever per_cell keeps
@@ -36,19 +45,16 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     test_data = load_attribution_data(data_dir, "test", verify)
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
-    combos = combinations_of(train_data.labels, config.label_values) if config.model == "single-label" else None
+    spaces, columns = train_data.label_spaces, train_data.columns
+    heads = fit_heads(applicable_heads(columns, config, rt.plugins), train_data.labels, spaces, config, rt.plugins)
     in_chans, image_size = train_data.images.shape[1], train_data.images.shape[-1]
-    members = build_members(config, train_data.label_spaces, stats, train_data.columns, in_chans, image_size, combos)
-    meta = {
-        "config": config.to_dict(),
-        "heads": head_plugins(members),
-        "data": {"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
-                 "validation": len(validation) if validation is not None else 0, "test": len(test_data)},
-        "label_spaces": train_data.label_spaces, "target_stats": stats, "combinations": combos,
-        "columns": train_data.columns, "input": {"in_chans": in_chans, "image_size": image_size},
-        "members": list(members), "versions": library_versions(),
-        "parameters": {name: sum(p.numel() for p in m.net.parameters()) for name, m in members.items()},
-    }
+    members = build_members(config, spaces, stats, columns, in_chans, image_size, heads, registry=rt.plugins)
+    meta = RunMeta(
+        config.to_dict(), heads, spaces, stats, columns, in_chans, image_size, list(members),
+        data={"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
+              "validation": len(validation) if validation is not None else 0, "test": len(test_data)},
+        versions=library_versions(),
+        parameters={name: sum(p.numel() for p in m.net.parameters()) for name, m in members.items()})
     history = []
     start = time.time()
     # per-epoch metrics are on the validation split when there is one: the test split is for the end
@@ -57,19 +63,18 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step
     for name, member in members.items():
         history += _fit(name, member, finished, history, train_data, watched, config, on_step, on_epoch)
         finished[name] = member
-    meta["seconds"] = round(time.time() - start, 1)
+    results = {"seconds": round(time.time() - start, 1)}
     if validation is not None:
-        meta["final_validation_metrics"] = _metrics(members, validation, config)
-    meta["final_test_metrics"] = _metrics(members, test_data, config)
-    meta["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
+        results["final_validation_metrics"] = _metrics(members, validation, config)
+    results["final_test_metrics"] = _metrics(members, test_data, config)
+    results["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
+    meta = meta.with_results(**results)
     save_run(out, meta, members, history)
     return meta
 
 
 def _metrics(members: dict[str, Member], data: AttributionData, config: TrainConfig) -> dict:
-    result = evaluate_members(members, data, config.quantize)
-    result.pop("_signatures")
-    return result
+    return evaluate_members(members, data, config.quantize)
 
 
 def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
@@ -101,9 +106,9 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
         running, count = 0.0, 0
         for i in range(0, len(order), config.batch_size):
             idx = order[i:i + config.batch_size]
-            batch = train_data.batch(idx)
+            labels = train_data.labels.take(idx)
             outputs, ae_loss = net.forward_train(images[idx], train_data.clean[idx])
-            losses = {h.name: h.loss(outputs[h.name], batch) for h in heads}
+            losses = {h.name: h.loss(outputs[h.name], labels) for h in heads}
             loss = member.weighting(losses)
             if ae_loss is not None:
                 loss = loss + config.ae_weight * ae_loss

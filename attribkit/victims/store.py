@@ -44,9 +44,9 @@ def record_path(zoo: str | Path, name: str) -> Path:
     return Path(zoo) / f"{name}.json"
 
 
-def build_network(record: VictimRecord) -> torch.nn.Module:
+def build_network(record: VictimRecord, registry: plugins.Registry | None = None) -> torch.nn.Module:
     if record.architecture:
-        spec = plugins.get("victims", record.architecture)
+        spec = (registry or plugins.registry()).get("victims", record.architecture)
         return spec.build(num_classes=record.num_classes, in_chans=record.in_chans, width=record.width)
     import timm
 
@@ -134,7 +134,8 @@ def read_record(zoo: str | Path, name: str, verify: bool = True) -> VictimRecord
     return _as_victim_record(_read(zoo, name, verify).data, record_path(zoo, name))
 
 
-def load_victim(zoo: str | Path, name: str, verify: bool = True) -> tuple[Victim, VictimRecord]:
+def load_victim(zoo: str | Path, name: str, verify: bool = True,
+                registry: plugins.Registry | None = None) -> tuple[Victim, VictimRecord]:
     """Rebuild a zoo victim, frozen and ready to attack; with ``verify`` its
     record and weights must match their recorded hashes."""
     found = _read(zoo, name, verify)
@@ -144,6 +145,6 @@ def load_victim(zoo: str | Path, name: str, verify: bool = True) -> tuple[Victim
     if verify and expected is None:
         storage.notice(f"victim {name!r} in zoo {str(zoo)!r} has no recorded sha256 (written by an older attribkit) "
                        f"and cannot be verified; `attribkit verify --record {zoo}` records it")
-    victim = wrap(record, build_network(record))
+    victim = wrap(record, build_network(record, registry))
     load_weights(victim, weights, name, expected)
     return victim.freeze(), record

@@ -12,14 +12,16 @@ import torch.nn.functional as F
 from .. import plugins, storage
 from ..data import split_dataset
 from ..errors import AttribkitError
+from ..runtime import Runtime, runtime_of
 from ..specs import Dataset
 from ..versions import library_versions
 from .model import Victim
 from .store import VictimRecord, check_weights, read_record, record_path, save_victim, victim_path, wrap
 
 
-def make_record(architecture: str, dataset: Dataset, width: float | None, name: str | None = None) -> VictimRecord:
-    spec = plugins.get("victims", architecture)
+def make_record(architecture: str, dataset: Dataset, width: float | None, name: str | None = None,
+                registry: plugins.Registry | None = None) -> VictimRecord:
+    spec = (registry or plugins.registry()).get("victims", architecture)
     width = spec.default_width if width is None else width
     if not 0 < width <= 4:
         raise AttribkitError(f"width must be in (0, 4], got {width}")
@@ -54,10 +56,11 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def train_victim(
     record: VictimRecord, dataset: Dataset, *, epochs: int = 8, batch_size: int = 64, lr: float | None = None,
     seed: int = 0, test_fraction: float = 0.2, on_step: Callable[[int, int, float], None] | None = None,
+    registry: plugins.Registry | None = None,
 ) -> tuple[Victim, VictimRecord]:
     """Train on the clean training split; report accuracy on the test split."""
     torch.manual_seed(seed)
-    spec = plugins.get("victims", record.architecture)
+    spec = (registry or plugins.registry()).get("victims", record.architecture)
     lr = spec.lr if lr is None else lr
     net = spec.build(num_classes=record.num_classes, in_chans=record.in_chans, width=record.width)
     model = wrap(record, net)
@@ -111,21 +114,31 @@ def _intact(zoo, name: str) -> bool:
 
 def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = None, epochs: int = 8, seed: int = 0,
               force: bool = False, on_start: Callable[[str], StepCallback | None] | None = None,
-              on_done: Callable[[VictimRecord, bool], None] | None = None) -> list[VictimRecord]:
+              on_done: Callable[[VictimRecord, bool], None] | None = None,
+              runtime: Runtime | None = None) -> list[VictimRecord]:
     """Train each architecture into ``zoo`` unless it is already there.
 
     ``on_start(name)`` may return a per-step callback; ``on_done(record,
-    trained)`` is told whether the victim was trained or found.
+    trained)`` is told whether the victim was trained or found. Without
+    them, progress goes to the runtime's sink.
     """
+    rt = runtime_of(runtime)
+    with rt.progress.victims(zoo) as report:
+        return _train_zoo(zoo, architectures, dataset, width, epochs, seed, force,
+                          on_start or report.get("on_start"), on_done or report.get("on_done"), rt.plugins)
+
+
+def _train_zoo(zoo, architectures, dataset: Dataset, width, epochs, seed, force, on_start, on_done,
+               registry: plugins.Registry) -> list[VictimRecord]:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise AttribkitError(f"epochs must be an integer ≥ 1, got {epochs!r}")  # before any victim is touched
-    planned = [make_record(arch, dataset, width) for arch in architectures]  # bad names or widths: before any training
+    planned = [make_record(arch, dataset, width, registry=registry) for arch in architectures]  # bad names or widths: before any training
     records = []
     for arch, record in zip(architectures, planned):
         trained = force or not _intact(zoo, record.name)
         if trained:
             model, record = train_victim(record, dataset, epochs=epochs, seed=seed,
-                                         on_step=on_start(arch) if on_start else None)
+                                         on_step=on_start(arch) if on_start else None, registry=registry)
             save_victim(zoo, record, model)
         else:
             record = read_record(zoo, record.name)

@@ -6,8 +6,7 @@ does the model tell a crafted perturbation from noise of the same size?
 
 import torch
 
-from attribkit.hookspecs import hookimpl
-from attribkit.specs import AttackSpec, Hyperparameter
+from attribkit import AttackSpec, hookimpl, Hyperparameter
 
 
 def sign_noise(model, images, labels, grid, settings):

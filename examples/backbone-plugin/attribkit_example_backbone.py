@@ -5,8 +5,7 @@ attribkit cuts any timm model whose feature stages are top-level modules
 tap for fusion; it checks the cut reproduces ``forward_features``.
 """
 
-from attribkit.hookspecs import hookimpl
-from attribkit.specs import BackboneSpec
+from attribkit import BackboneSpec, hookimpl
 
 
 @hookimpl

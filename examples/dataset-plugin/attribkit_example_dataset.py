@@ -5,9 +5,7 @@ A loader returns attribkit's ``Dataset``: images (N, C, H, W) float32 in
 data that ships with an installed package, or read local files.
 """
 
-from attribkit.data import load_dataset
-from attribkit.hookspecs import hookimpl
-from attribkit.specs import Dataset, DatasetSpec
+from attribkit import Dataset, DatasetSpec, hookimpl, load_dataset
 
 
 def mnist_inverted(argument=None) -> Dataset:

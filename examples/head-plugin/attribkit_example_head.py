@@ -9,9 +9,7 @@ import re
 
 import torch
 
-from attribkit.hookspecs import hookimpl
-from attribkit.model.heads import ClassificationHead
-from attribkit.specs import HeadSpec
+from attribkit import ClassificationHead, HeadSpec, hookimpl
 
 
 def family(victim_name: str) -> str:
@@ -21,15 +19,14 @@ def family(victim_name: str) -> str:
 
 class VictimFamilyHead(ClassificationHead):
     def __init__(self, context):
-        victims = context.label_spaces["victim"]
+        victims = context.labels.victims
         families = sorted({family(v) for v in victims})
         super().__init__("victim_family", families, context.feature_dims["victim"], branch="victim")
         # a buffer, so the mapping travels with the weights and attribution needs no data set
         self.register_buffer("family_of_victim", torch.tensor([families.index(family(v)) for v in victims]))
 
-    def target(self, batch):
-        victim = batch["victim"]
-        return self.family_of_victim[victim], torch.ones_like(victim, dtype=torch.bool)
+    def target(self, labels):
+        return self.family_of_victim[labels.victim], torch.ones_like(labels.victim, dtype=torch.bool)
 
 
 @hookimpl

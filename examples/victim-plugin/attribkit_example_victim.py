@@ -4,8 +4,7 @@ with the data set's normalisation and stores it as safetensors."""
 
 from torch import nn
 
-from attribkit.hookspecs import hookimpl
-from attribkit.specs import VictimSpec
+from attribkit import hookimpl, VictimSpec
 
 
 def lenet5(num_classes: int, in_chans: int, width: float = 1.0) -> nn.Module:

@@ -1,10 +1,10 @@
 from attribkit import plugins
 from attribkit.data import load_dataset
 from attribkit.errors import AttribkitError
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import parse_scenario
-from attribkit.train.config import TrainConfig
-from attribkit.train.trainer import train
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import parse_scenario
+from attribkit.training.config import TrainConfig
+from attribkit.training.trainer import train
 from attribkit.victims import save_victim
 from attribkit.victims.train import make_record, train_victim
 
@@ -21,6 +21,6 @@ def test_mtaa_trains_on_the_regnet_backbone(tmp_path):
              tmp_path / "data")
     meta = train(tmp_path / "data", TrainConfig(backbone="regnetx_002", width=1.0, epochs=1, batch_size=8,
                                                 input_scale=1), tmp_path / "run")
-    assert meta["config"]["backbone"] == "regnetx_002" and meta["parameters"]["mtaa"] > 2_000_000
+    assert meta.config["backbone"] == "regnetx_002" and meta.parameters["mtaa"] > 2_000_000
     with pytest.raises(AttribkitError, match="no width multiplier"):
         train(tmp_path / "data", TrainConfig(backbone="regnetx_002", width=0.5, epochs=1), tmp_path / "run2")

@@ -1,9 +1,7 @@
 import torch
 
-from attribkit import plugins
-from attribkit.model.heads import HeadContext
-from attribkit.train.config import TrainConfig
-from attribkit.train.models import applicable_heads
+from attribkit import HeadContext, Labels, LabelSpaces, TrainConfig, plugins
+from attribkit.training.models import applicable_heads
 
 from attribkit_example_head import VictimFamilyHead, family
 
@@ -21,11 +19,13 @@ def test_the_trainer_picks_the_head_up():
 
 
 def test_targets_follow_the_victim_labels():
-    context = HeadContext({"victim": ["resnet18", "vgg16", "resnet50"]}, {"victim": 4})
-    head = VictimFamilyHead(context)
-    target, mask = head.target({"victim": torch.tensor([0, 1, 2, 2])})
+    spaces = LabelSpaces(attacks=(), victims=("resnet18", "vgg16", "resnet50"), hyperparameters={}, attack_info={})
+    head = VictimFamilyHead(HeadContext(spaces, {"victim": 4}))
+    labels = Labels(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 2]), torch.zeros(4, 0),
+                    torch.full((4,), -1))
+    target, mask = head.target(labels)
     assert head.classes == ["resnet", "vgg"] and target.tolist() == [0, 1, 0, 0] and mask.all()
     out = head({"victim": torch.randn(4, 4)}, {})
     assert out.shape == (4, 2)
-    loss = head.loss(out, {"victim": torch.tensor([0, 1, 2, 2])})
+    loss = head.loss(out, labels)
     assert loss.item() == torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 0, 0])).item()

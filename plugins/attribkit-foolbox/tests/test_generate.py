@@ -2,9 +2,9 @@
 
 import torch
 
-from attribkit.generate.engine import generate
-from attribkit.generate.scenario import parse_scenario
-from attribkit.generate.store import load_split
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import parse_scenario
+from attribkit.storage.dataset import load_split
 from attribkit.victims import save_victim
 
 
@@ -19,8 +19,8 @@ def test_generate_with_foolbox_attacks_records_failures(mnist, trained, tmp_path
             {"name": "fb_boundary", "grid": {"steps": [20]}},
         ]})
     manifest = generate(scenario, tmp_path / "data")
-    cells = {(s["attack"], cell_value(c)): c for s in manifest["shards"].values() if s["split"] == "train"
-             for c in s["cells"]}
+    cells = {(s.attack, cell_value(c)): c for s in manifest.shards.values() if s.split == "train"
+             for c in s.cells}
     data = load_split(tmp_path / "data", "train")
     cw = data["attack"] == 1
     for kappa in (1.0, 500.0):  # failures kept, so each cell holds its six attempts
@@ -33,7 +33,7 @@ def test_generate_with_foolbox_attacks_records_failures(mnist, trained, tmp_path
     clean = mnist.images[data["clean_index"][impossible]]
     assert torch.equal(data["images"][impossible], clean) and not data["success"][impossible].any()
     assert torch.isnan(data["hp_eps"][cw]).all() and not torch.isnan(data["hp_steps"][data["attack"] == 2]).any()
-    assert manifest["label_spaces"]["attack_info"]["fb_boundary"]["norm"] == "L2"
+    assert manifest.label_spaces.attack_info["fb_boundary"].norm == "L2"
 
 
 def cell_value(cell):

@@ -8,8 +8,8 @@ import pytest  # noqa: E402
 from attribkit import plugins  # noqa: E402
 from attribkit.testing import clean_registry  # noqa: E402
 from attribkit.data import load_dataset  # noqa: E402
-from attribkit.generate.engine import generate  # noqa: E402
-from attribkit.generate.scenario import parse_scenario  # noqa: E402
+from attribkit.generation.engine import generate  # noqa: E402
+from attribkit.generation.scenario import parse_scenario  # noqa: E402
 from attribkit.victims import save_victim  # noqa: E402
 from attribkit.victims.train import make_record, train_victim  # noqa: E402
 

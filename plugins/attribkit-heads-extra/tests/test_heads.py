@@ -9,14 +9,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from attribkit import plugins
-from attribkit.attribute import attribute
+from attribkit.attribution import attribute
 from attribkit.cli import cli
-from attribkit.generate.store import load_split
-from attribkit.train.config import TrainConfig
-from attribkit.train.data import load_attribution_data, quantize
-from attribkit.train.models import predict
-from attribkit.train.run import load_run
-from attribkit.train.trainer import train
+from attribkit.storage.dataset import load_split
+from attribkit.training.config import TrainConfig
+from attribkit.training.data import load_attribution_data, quantize
+from attribkit.training.models import predict
+from attribkit.training.run import load_run
+from attribkit.training.trainer import train
 
 FAST = dict(width=0.125, epochs=2, batch_size=16, input_scale=1)
 
@@ -26,7 +26,7 @@ def recomputed_accuracy(run, data_dir, head):
     _, members = load_run(run)
     data = load_attribution_data(data_dir, "test")
     outputs = predict(members, quantize(data.images))
-    target, _ = members["mtaa"].net.heads[head].target(data.batch(torch.arange(len(data))))
+    target, _ = members["mtaa"].net.heads[head].target(data.labels)
     return float((outputs[head].argmax(1) == target).float().mean())
 
 
@@ -39,10 +39,10 @@ def run(mixed_data, tmp_path_factory):
 
 def test_the_trainer_builds_both_heads_when_installed(run, mixed_data):
     out, meta = run
-    assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter", "norm", "targeted"}
-    assert meta["heads"]["norm"] == "heads-extra" and meta["heads"]["targeted"] == "heads-extra"
+    assert set(meta.loss_sigmas["mtaa"]) == {"attack", "victim", "hyperparameter", "norm", "targeted"}
+    assert meta.heads["norm"].plugin == "heads-extra" and meta.heads["targeted"].plugin == "heads-extra"
     for head in ("norm", "targeted"):
-        assert meta["final_test_metrics"][f"{head}_accuracy"] == pytest.approx(
+        assert meta.final_test_metrics[f"{head}_accuracy"] == pytest.approx(
             recomputed_accuracy(out, mixed_data, head), abs=1e-6)
 
 
@@ -50,23 +50,23 @@ def test_head_targets_follow_declared_norms_and_recorded_targets(run, mixed_data
     _, members = load_run(run[0])
     heads = members["mtaa"].net.heads
     data = load_attribution_data(mixed_data, "train")
-    batch = data.batch(torch.arange(len(data)))
+    batch = data.labels
     norm, _ = heads["norm"].target(batch)
     assert heads["norm"].classes == ["L2", "Linf"]
-    expected = torch.tensor([{"fgsm": 1, "pgd_targeted": 1, "cw": 0}[data.label_spaces["attack"][a]]
-                             for a in batch["attack"].tolist()])
+    expected = torch.tensor([{"fgsm": 1, "pgd_targeted": 1, "cw": 0}[data.label_spaces.attacks[a]]
+                             for a in batch.attack.tolist()])
     assert torch.equal(norm, expected)
     targeted, _ = heads["targeted"].target(batch)
-    assert torch.equal(targeted.bool(), batch["attack"] == data.label_spaces["attack"].index("pgd_targeted"))
+    assert torch.equal(targeted.bool(), batch.attack == data.label_spaces.attacks.index("pgd_targeted"))
 
 
 def test_each_head_is_trained_by_cross_entropy_on_its_own_targets(mixed_data):
-    from attribkit.model.heads import HeadContext
+    from attribkit import HeadContext
 
     from attribkit_heads_extra import NormHead, TargetedHead
 
     data = load_attribution_data(mixed_data, "train")
-    batch = data.batch(torch.arange(len(data)))
+    batch = data.labels
     context = HeadContext(data.label_spaces, {"attack": 8})
     torch.manual_seed(0)
     features = {"attack": torch.randn(len(data), 8)}
@@ -90,7 +90,7 @@ def test_attribute_answers_norm_and_targeted(run, mixed_data, tmp_path):
 def test_no_targeted_head_without_targeted_attacks(zoo, make_data, tmp_path):
     data = make_data(zoo, tmp_path / "untargeted", [{"name": "fgsm", "grid": {"eps": [40, 120]}}])
     meta = train(data, TrainConfig(**{**FAST, "epochs": 1}), tmp_path / "run")
-    assert "targeted" not in meta["heads"] and "norm" in meta["heads"]
+    assert "targeted" not in meta.heads and meta.heads["norm"].plugin == "heads-extra"
 
 
 def test_disabling_the_plugin_changes_list_and_trainer_back(mixed_data, tmp_path, monkeypatch):
@@ -99,9 +99,9 @@ def test_disabling_the_plugin_changes_list_and_trainer_back(mixed_data, tmp_path
     assert {"norm", "targeted"} <= names()
     monkeypatch.setenv("ATTRIBKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     plugins.reset()
-    assert names() == {"attack", "victim", "hyperparameter"}
+    assert names() == {"attack", "victim", "hyperparameter", "combination"}  # the built-ins (combination: single-label's)
     meta = train(mixed_data, TrainConfig(**{**FAST, "epochs": 1}), tmp_path / "without")
-    assert set(meta["loss_sigmas"]["mtaa"]) == {"attack", "victim", "hyperparameter"}
+    assert set(meta.loss_sigmas["mtaa"]) == {"attack", "victim", "hyperparameter"}
 
 
 def test_a_run_with_the_heads_needs_the_plugin(run, monkeypatch):
@@ -124,6 +124,7 @@ def test_cli_attribute_and_evaluate_show_the_heads(run, mixed_data, tmp_path):
     report = json.loads(runner.invoke(cli, ["evaluate", "--run", str(run[0]), "--data", str(mixed_data),
                                             "--out", str(tmp_path / "eval"), "--json"]).stdout)
     for head in ("norm", "targeted"):  # the trained model, scored again on the same test split
-        assert report[f"{head}_accuracy"] == run[1]["final_test_metrics"][f"{head}_accuracy"]
+        assert report[f"{head}_accuracy"] == run[1].final_test_metrics[f"{head}_accuracy"]
+        assert report["scores"][f"{head}_accuracy"]["signature"] is False  # not a term of Δ_MTL
     md = (tmp_path / "eval" / "evaluation.md").read_text()
-    assert "| norm |" in md and "| targeted |" in md
+    assert "| Norm accuracy (%) |" in md and "| Targeted accuracy (%) |" in md

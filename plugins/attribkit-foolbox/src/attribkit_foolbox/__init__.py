@@ -6,8 +6,7 @@ without git on PATH, needs GIT_PYTHON_REFRESH=quiet (set here before import).
 
 from __future__ import annotations
 
-from attribkit.hookspecs import hookimpl
-from attribkit.specs import AttackSpec, Hyperparameter
+from attribkit import AttackSpec, hookimpl, Hyperparameter
 
 from .runner import foolbox_attack
 

@@ -14,34 +14,29 @@ from __future__ import annotations
 
 import torch
 
-from attribkit.hookspecs import hookimpl
-from attribkit.model.heads import ClassificationHead
-from attribkit.specs import HeadSpec
+from attribkit import ClassificationHead, HeadSpec, hookimpl
 
 __version__ = "0.1.0"
 
 
 class NormHead(ClassificationHead):
     def __init__(self, context):
-        info = context.label_spaces["attack_info"]
-        attacks = context.label_spaces["attack"]
-        norms = sorted({info[a]["norm"] for a in attacks})
+        info, attacks = context.labels.attack_info, context.labels.attacks
+        norms = sorted({info[a].norm for a in attacks})
         super().__init__("norm", norms, context.feature_dims["attack"], "attack")
         # attack index → norm index, saved with the weights so attribution needs no data set
-        self.register_buffer("norm_of_attack", torch.tensor([norms.index(info[a]["norm"]) for a in attacks]))
+        self.register_buffer("norm_of_attack", torch.tensor([norms.index(info[a].norm) for a in attacks]))
 
-    def target(self, batch):
-        attack = batch["attack"]
-        return self.norm_of_attack[attack], torch.ones_like(attack, dtype=torch.bool)
+    def target(self, labels):
+        return self.norm_of_attack[labels.attack], torch.ones_like(labels.attack, dtype=torch.bool)
 
 
 class TargetedHead(ClassificationHead):
     def __init__(self, context):
         super().__init__("targeted", ["untargeted", "targeted"], context.feature_dims["attack"], "attack")
 
-    def target(self, batch):
-        aimed = batch["target"]
-        return (aimed >= 0).long(), torch.ones_like(aimed, dtype=torch.bool)
+    def target(self, labels):
+        return (labels.target >= 0).long(), torch.ones_like(labels.target, dtype=torch.bool)
 
 
 def _has_norms(columns):
