@@ -95,10 +95,19 @@ class Expected:
         return any(p.fullmatch(key) for p in patterns)
 
 
-def compare_json(before: Path, after: Path, ignore: set[str], rel: str = "", expected: Expected | None = None) -> dict:
+def _relative(value, root: Path | None):
+    """A path inside the compared folder, written relative to it: two folders with other names still match."""
+    if root is not None and isinstance(value, str) and value.startswith(str(root)):
+        return "<folder>" + value[len(str(root)):]
+    return value
+
+
+def compare_json(before: Path, after: Path, ignore: set[str], rel: str = "", expected: Expected | None = None,
+                 roots: tuple[Path, Path] | None = None) -> dict:
     expected = expected or Expected()
-    old = {expected.rename(rel, k): v for k, v in _leaves(json.loads(before.read_text()), "", ignore)}
-    new = dict(_leaves(json.loads(after.read_text()), "", ignore))
+    old_root, new_root = roots or (None, None)
+    old = {expected.rename(rel, k): _relative(v, old_root) for k, v in _leaves(json.loads(before.read_text()), "", ignore)}
+    new = {k: _relative(v, new_root) for k, v in _leaves(json.loads(after.read_text()), "", ignore)}
     differ, allowed = {}, 0
     for k in sorted(set(old) | set(new)):
         if old.get(k, ...) == new.get(k, ...):
@@ -123,7 +132,7 @@ def compare_folders(before: Path, after: Path, key_map: dict[str, str], ignore: 
         elif path.suffix == ".safetensors":
             files[str(rel)] = compare_tensors(path, other, key_map)
         else:
-            files[str(rel)] = compare_json(path, other, ignore, str(rel), expected)
+            files[str(rel)] = compare_json(path, other, ignore, str(rel), expected, (before, after))
     return files
 
 
