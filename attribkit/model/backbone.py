@@ -20,8 +20,7 @@ from torch import nn
 
 from ..errors import AttribkitError
 from ..specs import BackboneSpec
-
-STEMS = ("timm", "stride1")
+from . import STEMS
 
 
 class StagedBackbone(nn.Module):

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import AttribkitError
-from ..model.backbone import STEMS
+from ..model import STEMS
 
 # the allowed modes; TrainConfig is the one place that checks them
 MODELS = ("mtaa", "single-task", "single-label", "cnn")
