@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -40,73 +39,40 @@ def make_progress() -> Progress:
     )
 
 
-class GenerateProgress:
-    """Overall bar plus one bar for the running (victim, attack, split) job."""
-
-    def __init__(self, progress: Progress):
-        self.p = progress
-        self.overall = None
-        self.job = None
-
-    def begin(self, total: int, done: int) -> None:
-        self.overall = self.p.add_task("all cells", total=total, completed=done, info="")
-
-    def start_job(self, label: str, total: int) -> None:
-        self.job = self.p.add_task(label, total=total, info="")
-
-    def advance(self, n: int) -> None:
-        self.p.advance(self.job, n)
-        self.p.advance(self.overall, n)
-
-    def end_job(self, skipped: int) -> None:
-        # cells that ran out of clean images or attempts will not fill: close the bars
-        if skipped:
-            self.p.update(self.job, info=f"[yellow]{skipped} short")
-            self.p.advance(self.overall, skipped)
-        self.p.update(self.job, completed=self.p.tasks[self.job].total, visible=False)
-
-
 class ConsoleProgress:
-    """Rich bars for each step of a pipeline, one set of bars per step: the
-    ``progress`` that :func:`attribkit.pipeline.demo` takes, and what the
-    CLI's own ``victims train``, ``generate`` and ``train`` show."""
+    """The CLI's progress sink (:class:`attribkit.runtime.ProgressSink`): rich bars
+    on stderr, drawn while a stage runs; notes printed above them."""
+
+    def __init__(self):
+        self._bars: Progress | None = None
 
     @contextmanager
-    def victims(self, zoo: str | Path):
-        with make_progress() as progress:
-            tasks = {}
+    def stage(self, name: str):
+        with make_progress() as bars:
+            self._bars = bars
+            try:
+                yield
+            finally:
+                self._bars = None
 
-            def on_start(arch):
-                tasks[arch] = progress.add_task(f"train {arch}", total=1, info="")
-                return lambda step, total, loss: progress.update(tasks[arch], total=total, completed=step,
-                                                                 info=f"loss {loss:.3f}")
+    def task(self, description: str, total: int, completed: int = 0):
+        if self._bars is None:  # a task outside a stage: nothing to draw it in
+            from .runtime import Quiet
 
-            def on_done(record, trained):
-                if trained:
-                    progress.update(tasks[record.architecture], info=f"test acc {record.test_accuracy:.2%}")
-                else:
-                    err_console.print(f"{record.name}: already in {zoo} (use --force to retrain)")
+            return Quiet().task(description, total, completed)
+        return _Bar(self._bars, self._bars.add_task(description, total=total, completed=completed, info=""))
 
-            yield {"on_start": on_start, "on_done": on_done}
+    def note(self, message: str) -> None:
+        (self._bars.console if self._bars is not None else err_console).print(message, highlight=False)
 
-    @contextmanager
-    def generate(self):
-        with make_progress() as progress:
-            yield GenerateProgress(progress)
 
-    @contextmanager
-    def train(self):
-        with make_progress() as progress:
-            tasks = {}
+class _Bar:
+    def __init__(self, bars: Progress, task_id):
+        self.bars, self.id = bars, task_id
 
-            def on_step(member, step, total, loss):
-                if member not in tasks:
-                    tasks[member] = progress.add_task(f"train {member}", total=total, info="")
-                progress.update(tasks[member], completed=step)
+    def update(self, *, advance=0, completed=None, total=None, info=None) -> None:
+        changes = {k: v for k, v in (("completed", completed), ("total", total), ("info", info)) if v is not None}
+        self.bars.update(self.id, advance=advance or None, **changes)
 
-            def on_epoch(member, epoch, epochs, row):
-                shown = " ".join(f"{k.removesuffix('_accuracy')} {v:.1%}" if k.endswith("_accuracy") else f"{k} {v:.3g}"
-                                 for k, v in row.items() if k.endswith(("_accuracy", "_rmse")) and v is not None)
-                progress.update(tasks[member], info=f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {shown}")
-
-            yield {"on_step": on_step, "on_epoch": on_epoch}
+    def done(self, info=None, keep=True) -> None:
+        self.bars.update(self.id, **({"info": info} if info is not None else {}), visible=keep)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -21,32 +21,52 @@ from .errors import AttribkitError
 from .plugins import Registry, registry as default_registry
 
 
+class ProgressTask(Protocol):
+    """One bar: a victim being trained, a generation job, a model being fitted."""
+
+    def update(self, *, advance: int = 0, completed: int | None = None, total: int | None = None,
+               info: str | None = None) -> None:
+        """Move the bar (by ``advance`` or to ``completed``), change its total, or its line of text."""
+
+    def done(self, info: str | None = None, keep: bool = True) -> None:
+        """The work is over (or will not fill: a cell short of examples); ``keep=False`` removes the bar."""
+
+
 class ProgressSink(Protocol):
-    """Where the stages report progress: one context per step, entered around the
-    step and yielding what that step reports to. The CLI's is
-    :class:`attribkit.console.ConsoleProgress` (rich bars); a notebook may pass its own."""
+    """Where every stage reports progress, in one shape: a stage opens, its tasks
+    advance and finish, and one-line notes say what a person should know. The
+    CLI's sink draws rich bars (:class:`attribkit.console.ConsoleProgress`);
+    the API's default, :class:`Quiet`, says nothing."""
 
-    def victims(self, zoo) -> AbstractContextManager[dict]:
-        """Yields ``on_start(arch) -> on_step`` and ``on_done(record, trained)`` for the zoo."""
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Around one stage's work ("victims", "generate", "train")."""
 
-    def generate(self) -> AbstractContextManager[Any]:
-        """Yields an object with ``begin``, ``start_job``, ``advance``, ``end_job`` (or None)."""
+    def task(self, description: str, total: int, completed: int = 0) -> ProgressTask:
+        """A new bar, inside a stage."""
 
-    def train(self) -> AbstractContextManager[dict]:
-        """Yields ``on_step(member, step, total, loss)`` and ``on_epoch(member, epoch, epochs, row)``."""
+    def note(self, message: str) -> None:
+        """A line for the person watching ("resnet18: already in zoo")."""
+
+
+class _Silent:
+    def update(self, *, advance=0, completed=None, total=None, info=None) -> None:
+        pass
+
+    def done(self, info=None, keep=True) -> None:
+        pass
 
 
 class Quiet:
     """The progress sink that reports nothing: the API's default."""
 
-    def victims(self, zoo) -> Any:
-        return nullcontext({})
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        return nullcontext()
 
-    def generate(self) -> Any:
-        return nullcontext(None)
+    def task(self, description: str, total: int, completed: int = 0) -> ProgressTask:
+        return _Silent()
 
-    def train(self) -> Any:
-        return nullcontext({})
+    def note(self, message: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)

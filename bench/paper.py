@@ -29,6 +29,7 @@ import json
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from attribkit.data import load_dataset
 from attribkit.evaluation import evaluate
 from attribkit.generation.engine import generate, plan_jobs
 from attribkit.generation.scenario import load_scenario, parse_scenario
+from attribkit.runtime import Quiet, Runtime
 from attribkit.storage.dataset import MANIFEST, read_manifest
 from attribkit.training.config import TrainConfig
 from attribkit.training.run import RUN_FILE
@@ -88,21 +90,35 @@ class EtaLog:
                 self.work[f"{j.victim} · {j.attack} · {j.split}"] = quota[j.split] * len(plans[j.attack].points()) * steps
         self.done, self.seconds = 0.0, 0.0
 
-    def begin(self, total, done):
-        print(f"  {len(self.work)} jobs to run; {done} of {total} examples already there", flush=True)
+    def stage(self, name):
+        return nullcontext()
 
-    def start_job(self, label, total):
-        self.label, self.t = label, time.time()
+    def note(self, message):
+        print(f"  {message}", flush=True)
 
-    def advance(self, n):
+    def task(self, description, total, completed=0):
+        if description == "all cells":
+            print(f"  {len(self.work)} jobs to run; {completed} of {total} examples already there", flush=True)
+            return Quiet().task(description, total, completed)
+        return _JobLine(self, description)
+
+
+class _JobLine:
+    """One generation job of :class:`EtaLog`: its log line when it is done."""
+
+    def __init__(self, log: EtaLog, label: str):
+        self.log, self.label, self.t = log, label, time.time()
+
+    def update(self, *, advance=0, completed=None, total=None, info=None):
         pass
 
-    def end_job(self, skipped):
-        spent = time.time() - self.t
-        self.seconds += spent
-        self.done += self.work.pop(self.label, 0.0)
-        eta = self.seconds / self.done * sum(self.work.values()) if self.done else float("nan")
-        print(f"  {self.label}: {spent:.0f} s{f', {skipped} short' if skipped else ''}; {len(self.work)} jobs left, "
+    def done(self, info=None, keep=True):
+        log, spent = self.log, time.time() - self.t
+        log.seconds += spent
+        log.done += log.work.pop(self.label, 0.0)
+        eta = log.seconds / log.done * sum(log.work.values()) if log.done else float("nan")
+        short = f", {info}" if info else ""
+        print(f"  {self.label}: {spent:.0f} s{short}; {len(log.work)} jobs left, "
               f"ETA {eta / 60:.1f} min (by examples × attack steps)", flush=True)
 
 
@@ -151,11 +167,11 @@ def main() -> None:
     data = work / "data-3x5"
     print("generate 3 attacks × 5 victims …", flush=True)
     sc = parse_scenario(scenario(args.scale, args.zoo, smoke=args.smoke, pilot=args.pilot))
-    manifest = generate(sc, data, progress=EtaLog(sc, data))
+    manifest = generate(sc, data, runtime=Runtime(progress=EtaLog(sc, data)))
     data23 = work / "data-2x3"
     print("generate 2 attacks × 3 victims …", flush=True)
     sc23 = parse_scenario(scenario(args.scale, args.zoo, TABLE9, smoke=args.smoke, pilot=args.pilot))
-    generate(sc23, data23, progress=EtaLog(sc23, data23))
+    generate(sc23, data23, runtime=Runtime(progress=EtaLog(sc23, data23)))
     times["generate"] = time.time() - t
 
     t = time.time()

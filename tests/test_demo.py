@@ -1,5 +1,6 @@
 """`attribkit demo`: the whole pipeline in one command, and a second run that reuses it."""
 
+import contextlib
 import json
 
 from click.testing import CliRunner
@@ -60,10 +61,48 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     assert json.loads((out / "zoo" / "resnet18.json").read_text())["width"] == 0.0625
 
 
+class Recorder:
+    """A progress sink that keeps what the stages report: stage names, bars and their last state."""
+
+    def __init__(self):
+        self.stages, self.bars, self.notes = [], {}, []
+
+    def stage(self, name):
+        self.stages.append(name)
+        return contextlib.nullcontext()
+
+    def task(self, description, total, completed=0):
+        bar = self.bars[description] = {"total": total, "completed": completed, "info": None, "done": False}
+
+        class Bar:
+            def update(self, *, advance=0, completed=None, total=None, info=None):
+                bar["completed"] = bar["completed"] + advance if completed is None else completed
+                bar.update({k: v for k, v in (("total", total), ("info", info)) if v is not None})
+
+            def done(self, info=None, keep=True):
+                bar["done"] = True
+        return Bar()
+
+    def note(self, message):
+        self.notes.append(message)
+
+
 def test_the_demo_runs_from_a_notebook_without_any_console_output(tmp_path, capsys):
     (tmp_path / "tiny.toml").write_text(SCENARIO)  # 8-px digits: the whole pipeline in seconds
+    progress = Recorder()
     report = attribkit.demo(tmp_path / "demo", str(tmp_path / "tiny.toml"), victim_epochs=1, victim_width=0.0625,
-                            epochs=1, width=0.125)
+                            epochs=1, width=0.125, runtime=attribkit.Runtime(progress=progress))
     assert capsys.readouterr() == ("", "")
     assert "tables" not in report and report["seconds"] > 0 and report["run"] == str(tmp_path / "demo" / "run")
     assert {"attack_accuracy", "victim_accuracy", "hp_rmse", "out"} <= set(report)
+    # every stage reported to the one sink, in one shape, and every bar it opened was finished
+    assert progress.stages == ["victims", "generate", "train"]
+    assert {"train resnet18", "all cells", "resnet18 · fgsm · train", "train mtaa"} <= set(progress.bars)
+    assert all(bar["done"] for bar in progress.bars.values())
+    assert progress.bars["all cells"]["completed"] == progress.bars["all cells"]["total"] == 2 * (8 + 4)
+    assert progress.bars["train mtaa"]["completed"] == progress.bars["train mtaa"]["total"]
+    assert progress.bars["train mtaa"]["info"].startswith("ep 1/1 loss ") and "attack " in progress.bars["train mtaa"]["info"]
+    again = Recorder()
+    attribkit.demo(tmp_path / "demo", str(tmp_path / "tiny.toml"), victim_epochs=1, victim_width=0.0625,
+                   epochs=1, width=0.125, runtime=attribkit.Runtime(progress=again))
+    assert again.notes == [f"resnet18: already in {tmp_path / 'demo' / 'zoo'} (use --force to retrain)"]

@@ -7,11 +7,11 @@ from attribkit.attacks import logit_margin
 from attribkit.cli import cli
 from attribkit.data import split_dataset
 from attribkit.errors import DataError
-from attribkit.generation import engine
 from attribkit.generation.engine import generate
 from attribkit.generation.scenario import load_scenario, parse_scenario
-from attribkit.storage.dataset import load_split, read_manifest
+from attribkit.runtime import Quiet, Runtime
 from attribkit.storage import read_tensors
+from attribkit.storage.dataset import load_split, read_manifest
 from attribkit.victims import load_victim
 
 from conftest import TINY_SCENARIO as TINY
@@ -112,14 +112,25 @@ def test_no_clean_image_is_in_both_splits(generated, mnist):
     assert torch.equal(train["label"], mnist.labels[train["clean_index"]])
 
 
-class InterruptAfter(engine.SilentProgress):
+class InterruptAfter(Quiet):
+    """A progress sink that stops generation (as Ctrl-C would) when the N-th job's bar is done."""
+
     def __init__(self, jobs):
         self.left = jobs
 
-    def end_job(self, skipped):
-        self.left -= 1
-        if self.left == 0:
-            raise KeyboardInterrupt
+    def task(self, description, total, completed=0):
+        sink = self
+
+        class Job:
+            def update(self, **_):
+                pass
+
+            def done(self, info=None, keep=True):
+                if description != "all cells":
+                    sink.left -= 1
+                    if sink.left == 0:
+                        raise KeyboardInterrupt
+        return Job()
 
 
 def test_resume_after_interruption_keeps_finished_shards_and_matches(generated, tiny_zoo, tmp_path):
@@ -127,7 +138,7 @@ def test_resume_after_interruption_keeps_finished_shards_and_matches(generated, 
     out, _ = generated
     target = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        generate(tiny(tiny_zoo), target, progress=InterruptAfter(3))
+        generate(tiny(tiny_zoo), target, runtime=Runtime(progress=InterruptAfter(3)))
     partial = read_manifest(target)
     assert partial.status == "partial" and len(partial.shards) == 3
     kept = {p.name: p.stat().st_mtime_ns for p in (target / "shards").glob("*.safetensors")}

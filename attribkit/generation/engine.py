@@ -24,7 +24,7 @@ import hashlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Callable
 
 import torch
 
@@ -41,20 +41,6 @@ from ..storage.dataset import CLEAN, FORMAT, MANIFEST, read_manifest, save_file,
 from .victims import resolve_victim
 
 SPLITS = ("train", "test")
-
-
-class Progress(Protocol):
-    def begin(self, total: int, done: int) -> None: ...
-    def start_job(self, label: str, total: int) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def end_job(self, skipped: int) -> None: ...
-
-
-class SilentProgress:
-    def begin(self, total, done): pass
-    def start_job(self, label, total): pass
-    def advance(self, n): pass
-    def end_job(self, skipped): pass
 
 
 @dataclass(frozen=True)
@@ -111,24 +97,23 @@ def plan_jobs(scenario: Scenario) -> list[Job]:
     return [Job(v.name, a.name, split) for v in scenario.victims for a in scenario.attacks for split in SPLITS]
 
 
-def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None,
-             progress: Progress | None = None, verify: bool = True, accept_versions: bool = False,
-             runtime: Runtime | None = None) -> Manifest:
+def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None, verify: bool = True,
+             accept_versions: bool = False, runtime: Runtime | None = None) -> Manifest:
     """Generate (or finish generating) the data set; returns the manifest.
 
     Resuming keeps every finished shard whose bytes match the manifest's
     record and re-makes the others. ``verify=False`` skips the hash checks
     (of the zoo's victims too); ``accept_versions`` resumes a data set begun
     with other library versions, recording the versions of each new shard.
-    Progress goes to ``progress`` if given, else to the runtime's sink.
+    Progress goes to the runtime's sink: a bar for all cells, one per job.
     """
     rt = runtime_of(runtime)
-    with rt.progress.generate() as sink:
-        return _generate(scenario, out, zoo, progress or sink or SilentProgress(), verify, accept_versions, rt)
+    with rt.progress.stage("generate"):
+        return _generate(scenario, out, zoo, verify, accept_versions, rt)
 
 
-def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, progress: Progress, verify: bool,
-              accept_versions: bool, rt: Runtime) -> Manifest:
+def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verify: bool, accept_versions: bool,
+              rt: Runtime) -> Manifest:
     out, zoo = Path(out), Path(zoo or scenario.zoo)
     previous = _prepare_out(out, scenario, verify, accept_versions)
     dataset = load_dataset(scenario.dataset, rt.plugins)
@@ -160,7 +145,7 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, progr
     quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
     job_total = {j: quota[j.split] * len(plans[j.attack].points()) for j in jobs}
     pending = [j for j in jobs if j.shard not in manifest.shards or not _reusable(out, manifest, shard_file(j.shard), verify)]
-    progress.begin(sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
+    overall = rt.progress.task("all cells", sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
     pools = {}
     for job in pending:
         model = victims[job.victim][0]
@@ -170,11 +155,12 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, progr
             order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(
                 derive_seed(scenario.seed, job.split)))]
             pools[key] = _correctly_classified(model, dataset, order)
-        progress.start_job(f"{job.victim} · {job.attack} · {job.split}", job_total[job])
+        bar = rt.progress.task(f"{job.victim} · {job.attack} · {job.split}", job_total[job])
         start = time.time()
         tensors, cells = run_job(
             model, attacks[job.attack], plans[job.attack], dataset, pools[key], quota[job.split], scenario,
-            seed=derive_seed(scenario.seed, job.victim, job.attack, job.split), progress=progress)
+            seed=derive_seed(scenario.seed, job.victim, job.attack, job.split),
+            advance=lambda n: (bar.update(advance=n), overall.update(advance=n)))
         tensors["attack"] = torch.full((len(tensors["images"]),), manifest.label_spaces.attacks.index(job.attack))
         tensors["victim"] = torch.full((len(tensors["images"]),), manifest.label_spaces.victims.index(job.victim))
         save_file(out, manifest, shard_file(job.shard), tensors,
@@ -184,7 +170,11 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, progr
             # accepted with --accept-versions: say what made this shard
             versions if versions != manifest.versions else None)
         write_manifest(out, manifest)
-        progress.end_job(job_total[job] - len(tensors["images"]))
+        # cells that ran out of clean images or attempts will not fill: close the bars
+        short = job_total[job] - len(tensors["images"])
+        overall.update(advance=short)
+        bar.done(f"{short} short" if short else None, keep=False)
+    overall.done()
     manifest.status = "complete"
     manifest.totals = summarise(manifest)["totals"]
     write_manifest(out, manifest)
@@ -239,7 +229,7 @@ def _correctly_classified(model, dataset, index: torch.Tensor, batch_size: int =
 
 
 def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tensor, quota: int, scenario: Scenario,
-            *, seed: int, progress: Progress) -> tuple[dict[str, torch.Tensor], list[dict]]:
+            *, seed: int, advance: Callable[[int], object] = lambda n: None) -> tuple[dict[str, torch.Tensor], list[dict]]:
     points = plan.points()
     natural = [{k: spec.hyperparameter(k).to_natural(v) for k, v in p.items()} for p in points]
     kept: list[list[dict[str, torch.Tensor]]] = [[] for _ in points]
@@ -268,7 +258,7 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
             if len(chosen):
                 kept[i].append({k: v[chosen] for k, v in rows.items()})
                 need[i] -= len(chosen)
-                progress.advance(len(chosen))
+                advance(len(chosen))
     cells = [{"values": points[i], "attempted": attempted[i], "succeeded": succeeded[i], "kept": quota - need[i],
               "success_rate": round(succeeded[i] / attempted[i], 4) if attempted[i] else None,
               **({"stopped_by_pilot": True} if hopeless(i) and need[i] > 0 and attempted[i] < max_attempts else {})}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -19,24 +18,18 @@ from .metrics import evaluate_members
 from .models import Member, applicable_heads, build_members, fit_heads
 from .run import save_run
 
-EpochCallback = Callable[[str, int, int, dict], None]  # member, epoch, epochs, metrics
-StepCallback = Callable[[str, int, int, float], None]  # member, step, steps, loss
-
-
-def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, on_step: StepCallback | None = None,
-          on_epoch: EpochCallback | None = None, verify: bool = True, runtime: Runtime | None = None) -> RunMeta:
+def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify: bool = True,
+          runtime: Runtime | None = None) -> RunMeta:
     """Train, then write the run folder ``out`` in one step at the end (see
     :mod:`attribkit.training.run`). ``verify=False`` reads the data set without
-    checking its files against their recorded hashes. Progress goes to
-    ``on_step``/``on_epoch`` if given, else to the runtime's progress sink."""
+    checking its files against their recorded hashes. Progress (a bar per
+    member, with each epoch's metrics) goes to the runtime's progress sink."""
     rt = runtime_of(runtime)
-    with rt.progress.train() as report:
-        return _train(Path(data_dir), config, Path(out), on_step or report.get("on_step"),
-                      on_epoch or report.get("on_epoch"), verify, rt)
+    with rt.progress.stage("train"):
+        return _train(Path(data_dir), config, Path(out), verify, rt)
 
 
-def _train(data_dir: Path, config: TrainConfig, out: Path, on_step: StepCallback | None,
-           on_epoch: EpochCallback | None, verify: bool, rt: Runtime) -> RunMeta:
+def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Runtime) -> RunMeta:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
     # validation first, so it is the same examples whatever per_cell keeps
@@ -61,7 +54,7 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, on_step: StepCallback
     watched = (validation, "validation") if validation is not None else (test_data, "test")
     finished: dict[str, Member] = {}
     for name, member in members.items():
-        history += _fit(name, member, finished, history, train_data, watched, config, on_step, on_epoch)
+        history += _fit(name, member, finished, history, train_data, watched, config, rt)
         finished[name] = member
     results = {"seconds": round(time.time() - start, 1)}
     if validation is not None:
@@ -77,6 +70,13 @@ def _metrics(members: dict[str, Member], data: AttributionData, config: TrainCon
     return evaluate_members(members, data, config.quantize)
 
 
+def epoch_text(epoch: int, epochs: int, row: dict) -> str:
+    """One epoch as the progress bar shows it: the loss and every metric the heads scored."""
+    shown = " ".join(f"{k.removesuffix('_accuracy')} {v:.1%}" if k.endswith("_accuracy") else f"{k} {v:.3g}"
+                     for k, v in row.items() if k.endswith(("_accuracy", "_rmse")) and v is not None)
+    return f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {shown}"
+
+
 def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
@@ -84,8 +84,7 @@ def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
 
 
 def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[dict], train_data: AttributionData,
-         watched: tuple[AttributionData, str], config: TrainConfig, on_step: StepCallback | None,
-         on_epoch: EpochCallback | None) -> list[dict]:
+         watched: tuple[AttributionData, str], config: TrainConfig, rt: Runtime) -> list[dict]:
     """Train one member. Its per-epoch metrics are measured together with the members already
     trained (a per-attack regressor answers for the attack another member predicts) and keep only
     what those members did not already report."""
@@ -99,6 +98,7 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
     gen = torch.Generator().manual_seed(config.seed)
     images = quantize(train_data.images) if config.quantize else train_data.images
     history, step = [], 0
+    bar = rt.progress.task(f"train {name}", total)
     theirs = {k for row in earlier for k in row if k not in ("member", "epoch", "train_loss", "split", "examples")}
     for epoch in range(1, config.epochs + 1):
         net.train()
@@ -121,12 +121,11 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
             step += 1
             running += loss.item() * len(idx)
             count += len(idx)
-            if on_step:
-                on_step(name, step, total, loss.item())
+            bar.update(completed=step)
         metrics = {k: v for k, v in _metrics({**finished, name: member}, watched[0], config).items() if k not in theirs}
         row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5), "split": watched[1],
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         history.append(row)
-        if on_epoch:
-            on_epoch(name, epoch, config.epochs, row)
+        bar.update(info=epoch_text(epoch, config.epochs, row))
+    bar.done()
     return history

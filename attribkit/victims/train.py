@@ -94,8 +94,6 @@ def train_victim(
     return model.freeze(), record
 
 
-StepCallback = Callable[[int, int, float], None]
-
 
 def _intact(zoo, name: str) -> bool:
     """Whether the zoo holds this victim, undamaged; a damaged one is trained again, and we say so."""
@@ -113,23 +111,16 @@ def _intact(zoo, name: str) -> bool:
 
 
 def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = None, epochs: int = 8, seed: int = 0,
-              force: bool = False, on_start: Callable[[str], StepCallback | None] | None = None,
-              on_done: Callable[[VictimRecord, bool], None] | None = None,
-              runtime: Runtime | None = None) -> list[VictimRecord]:
-    """Train each architecture into ``zoo`` unless it is already there.
-
-    ``on_start(name)`` may return a per-step callback; ``on_done(record,
-    trained)`` is told whether the victim was trained or found. Without
-    them, progress goes to the runtime's sink.
-    """
+              force: bool = False, runtime: Runtime | None = None) -> list[VictimRecord]:
+    """Train each architecture into ``zoo`` unless it is already there (a bar per
+    victim trained, a note per victim found, in the runtime's progress sink)."""
     rt = runtime_of(runtime)
-    with rt.progress.victims(zoo) as report:
-        return _train_zoo(zoo, architectures, dataset, width, epochs, seed, force,
-                          on_start or report.get("on_start"), on_done or report.get("on_done"), rt.plugins)
+    with rt.progress.stage("victims"):
+        return _train_zoo(zoo, architectures, dataset, width, epochs, seed, force, rt)
 
 
-def _train_zoo(zoo, architectures, dataset: Dataset, width, epochs, seed, force, on_start, on_done,
-               registry: plugins.Registry) -> list[VictimRecord]:
+def _train_zoo(zoo, architectures, dataset: Dataset, width, epochs, seed, force, rt: Runtime) -> list[VictimRecord]:
+    registry = rt.plugins
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise AttribkitError(f"epochs must be an integer ≥ 1, got {epochs!r}")  # before any victim is touched
     planned = [make_record(arch, dataset, width, registry=registry) for arch in architectures]  # bad names or widths: before any training
@@ -137,12 +128,14 @@ def _train_zoo(zoo, architectures, dataset: Dataset, width, epochs, seed, force,
     for arch, record in zip(architectures, planned):
         trained = force or not _intact(zoo, record.name)
         if trained:
-            model, record = train_victim(record, dataset, epochs=epochs, seed=seed,
-                                         on_step=on_start(arch) if on_start else None, registry=registry)
+            bar = rt.progress.task(f"train {arch}", 1)
+            model, record = train_victim(record, dataset, epochs=epochs, seed=seed, registry=registry,
+                                         on_step=lambda step, total, loss: bar.update(completed=step, total=total,
+                                                                                      info=f"loss {loss:.3f}"))
             save_victim(zoo, record, model)
+            bar.done(f"test acc {record.test_accuracy:.2%}")
         else:
             record = read_record(zoo, record.name)
+            rt.progress.note(f"{record.name}: already in {zoo} (use --force to retrain)")
         records.append(record)
-        if on_done:
-            on_done(record, trained)
     return records
