@@ -342,7 +342,13 @@ class RunMeta:
             value = shape.get(key)
             if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536):
                 raise DataError(f"{where!r}: input.{key} must be a positive integer, got {value!r}")
-        heads = _expect(data.get("heads") or {}, dict, where, "heads")
+        # absent or null in runs written before they were recorded; anything else must have its type
+        optional = {k: data.get(k) if data.get(k) is not None else kind() for k, kind in
+                    (("heads", dict), ("data", dict), ("versions", dict), ("parameters", dict), ("members", list))}
+        heads = _expect(optional["heads"], dict, where, "heads")
+        for key in ("data", "versions", "parameters"):
+            _expect(optional[key], dict, where, key)
+        members = _names(optional["members"], where, "members")
         if fmt == "attribkit-run/1":  # name → plugin
             records = {n: HeadRecord(_expect(p, str, where, f"heads[{n!r}]")) for n, p in heads.items()}
         else:
@@ -351,8 +357,8 @@ class RunMeta:
         results = {k: data[k] for k in ("seconds", "final_validation_metrics", "final_test_metrics", "loss_sigmas")
                    if k in data}
         return cls(data["config"], records, LabelSpaces.from_json(data["label_spaces"], where), data["target_stats"],
-                   data["columns"], shape["in_chans"], shape["image_size"], list(data.get("members") or []),
-                   data.get("data") or {}, data.get("versions") or {}, data.get("parameters") or {}, results,
+                   data["columns"], shape["in_chans"], shape["image_size"], list(members),
+                   optional["data"], optional["versions"], optional["parameters"], results,
                    data.get("combinations") if fmt == "attribkit-run/1" else None,
                    data.get("files") if isinstance(data.get("files"), dict) else {})
 

@@ -122,6 +122,27 @@ class _JobLine:
               f"ETA {eta / 60:.1f} min (by examples × attack steps)", flush=True)
 
 
+class VictimLog(Quiet):
+    """The zoo step as log lines: one per victim trained or found."""
+
+    def __init__(self, start: float):
+        self.start = start
+
+    def note(self, message):
+        print(f"  {message} ({time.time() - self.start:.0f} s)", flush=True)
+
+    def task(self, description, total, completed=0):
+        log = self
+
+        class Victim:
+            def update(self, **_):
+                pass
+
+            def done(self, info=None, keep=True):
+                log.note(f"{description}: {info}")
+        return Victim()
+
+
 def log_eta(done: int, total: int, start: float, what: str) -> None:
     spent = time.time() - start
     eta = spent / done * (total - done) if done else float("nan")
@@ -160,8 +181,7 @@ def main() -> None:
     t = time.time()
     print("victims …", flush=True)
     train_zoo(args.zoo, ["inception_v3", "resnet18", "resnet50", "vgg16", "vgg19"], load_dataset("mnist5k"),
-              on_done=lambda record, trained: print(f"  {record.name}: {'trained' if trained else 'found'} "
-                                                    f"({time.time() - t:.0f} s)", flush=True))
+              runtime=Runtime(progress=VictimLog(t)))
     times["victims"] = time.time() - t
     t = time.time()
     data = work / "data-3x5"

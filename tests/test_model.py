@@ -56,9 +56,10 @@ def test_backbone_without_stages_is_a_clear_error():
 
 def _net(**arch):
     reg = plugins.registry()
-    builders = [reg.get("heads", n).build for n in ("attack", "victim", "hyperparameter")]
+    names = ("attack", "victim", "hyperparameter")
+    builders = [reg.get("heads", n).build for n in names]
     return AttributionNet(Architecture(width=0.125, **arch), reg.get("backbones", "resnet18"), 1, 28, builders,
-                          HeadContext(LABELS, {}, STATS))
+                          HeadContext(LABELS, {}, STATS, heads=names))
 
 
 def test_mtaa_outputs_and_branches():

@@ -54,8 +54,10 @@ def _as_format_1(run):
     path = run / "run.json"
     meta = json.loads(path.read_text())
     heads = meta.pop("heads")
-    if meta["config"]["model"] == "single-label":  # its head was no plugin: the classes were the run's own
-        old_heads, combinations = {}, heads["combination"]["state"]
+    if meta["config"]["model"] == "single-label":  # its head was no plugin: the classes were the run's own,
+        old_heads = {}                                # as "attack|victim|values" strings
+        combinations = [f"{a}|{v}|" + ("" if values is None else ",".join("-" if x is None else f"{x:g}" for x in values))
+                        for a, v, values in heads["combination"]["state"]]
     else:
         old_heads, combinations = {n: h["plugin"] for n, h in heads.items()}, None
         assert all(h["state"] is None for h in heads.values())
@@ -87,7 +89,8 @@ def test_a_format_1_run_loads_and_answers_the_same(kind, tiny_run, single_label_
         after = attribkit.attribute(old, [str(batch)])
     new_meta, _ = attribkit.load_run(original)
     if kind == "single-label":
-        assert meta.heads == {} and meta.legacy_state == new_meta.heads["combination"].state
+        assert meta.heads == {} and len(meta.legacy_state) == len(new_meta.heads["combination"].state)
+        assert all(isinstance(c, str) for c in meta.legacy_state)
     else:
         assert {n: h.plugin for n, h in meta.heads.items()} == {n: h.plugin for n, h in new_meta.heads.items()}
     assert meta.members == new_meta.members and meta.label_spaces == new_meta.label_spaces
@@ -108,6 +111,52 @@ def test_an_unknown_run_format_is_refused_naming_it(tiny_run, tmp_path):
     with pytest.raises(DataError, match="run format 'attribkit-run/9'; this attribkit reads attribkit-run/1, "
                                         "attribkit-run/2"):
         RunMeta.from_json({**meta, "format": "attribkit-run/9"}, "run.json")
+
+
+def _rewritten(run, tmp_path, change):
+    """A copy of RUN whose run.json ``change`` edited, its content hash re-recorded (a hand edit done carefully)."""
+    copy = tmp_path / "edited"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "run.json").read_text())
+    change(meta)
+    storage.write_json_record(copy / "run.json", meta)
+    return copy
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m.update(members=5), "members must be a list of names"),
+    (lambda m: m.update(data=[1]), "data must be dict"),
+    (lambda m: m.update(heads=[]), "heads must be dict"),
+])
+def test_a_malformed_run_record_is_one_clear_error(tiny_run, tmp_path, change, says):
+    with pytest.raises(AttribkitError, match=says) as caught:
+        attribkit.load_run(_rewritten(tiny_run, tmp_path, change))
+    assert "\n" not in str(caught.value)
+
+
+def test_single_label_classes_that_do_not_fit_the_label_spaces_are_refused_at_load(single_label_run, tmp_path):
+    def victim_99(meta):
+        meta["heads"]["combination"]["state"][0][1] = 99
+
+    with pytest.raises(AttribkitError, match=r"does not describe a model .*single-label class \[0, 99") as caught:
+        attribkit.load_run(_rewritten(single_label_run, tmp_path, victim_99))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_model_without_an_attack_head_trains_answers_and_is_scored(tiny_data, tmp_path):
+    """The regressor reads attack logits only when an attack head shares its network (eq. 7)."""
+    out = tmp_path / "no-attack"
+    meta = attribkit.train(tiny_data, TrainConfig(heads=("victim", "hyperparameter"), width=0.125, epochs=1,
+                                                  batch_size=16, input_scale=1), out)
+    assert set(meta.loss_sigmas["mtaa"]) == {"victim", "hyperparameter"}
+    batch = tmp_path / "x.safetensors"
+    storage.save_tensors(batch, {"images": load_split(tiny_data, "test")["images"][:4].contiguous()})
+    answers = attribkit.attribute(out, [str(batch)])
+    # no attack head: nothing says whose hyperparameter the value would be, so none is claimed
+    assert all("victim" in r and "attack" not in r and "hyperparameters" not in r for r in answers["results"])
+    assert "hyperparameter" not in answers["table"]["columns"]
+    report = attribkit.evaluate(out, tiny_data, out=tmp_path / "evaluation")
+    assert "attack_accuracy" not in report and report["hp_rmse"] == meta.final_test_metrics["hp_rmse"] is not None
 
 
 # --- the public API and the records it hands back ------------------------------------

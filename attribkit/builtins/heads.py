@@ -43,7 +43,8 @@ def hyperparameter_answer(spaces: LabelSpaces, attack: int, value: float) -> dic
 
 
 def shown_hyperparameter(answer: dict) -> dict[str, str]:
-    return {"hyperparameter": ", ".join(v["text"] for v in answer.get("hyperparameters", {}).values())}
+    found = answer.get("hyperparameters", {})
+    return {"hyperparameter": ", ".join(v["text"] for v in found.values())} if found else {}
 
 
 class SignatureHead(ClassificationHead):
@@ -80,7 +81,7 @@ class HyperparameterHead(Head):
             self.pairs = [(a, h) for a in self.attacks for h in self.attack_hps[a]]
         else:
             self.pairs = [("*", "*")]
-        self.uses_logits = context.joint
+        self.uses_logits = context.joint and "attack" in context.heads  # eq. 7, when there is an attack head
         in_features = context.feature_dims[self.branch] + (len(self.attacks) if self.uses_logits else 0)
         self.fc = nn.Linear(in_features, len(self.pairs))
         stats = context.target_stats
@@ -214,6 +215,11 @@ class CombinationHead(ClassificationHead):
 
     def __init__(self, context: HeadContext):
         combinations = [_from_state(entry) for entry in context.state]
+        n_hp = len(context.labels.hp_names)
+        for attack, victim, values in combinations:
+            if not (0 <= attack < len(context.labels.attacks) and 0 <= victim < len(context.labels.victims)) or (
+                    values is not None and len(values) != n_hp):
+                raise ValueError(f"single-label class {[attack, victim, values]} does not fit the label spaces")
         super().__init__("combination", [_order(c) for c in combinations], context.feature_dims["attack"], "attack")
         self.spaces = context.labels
         self.combinations = combinations

@@ -34,6 +34,7 @@ class HeadContext:
     target_stats: dict[str, dict[str, float]] = field(default_factory=dict)  # hp → mean/std (display units)
     regression: str = "per-attack"  # or "single": how regressors share outputs (TrainConfig.regression)
     joint: bool = True  # one network with the other heads, whose outputs it may read (eq. 7); False: alone
+    heads: tuple[str, ...] = ()  # the names of the heads built into the same network (itself included)
     config: Any = None  # the run's TrainConfig
     state: Any = None  # what HeadSpec.fit learnt from the training labels (JSON), saved with the run
 

@@ -259,14 +259,6 @@ def read_json_record(path: str | Path, fmt: str | tuple[str, ...], what: str, er
     return Record(parsed, recorded is not None)
 
 
-def require_keys(table: dict, keys: dict[str, type], path: Path, where: str = "", error=DataError) -> None:
-    """Each key present with its type: a malformed record is one clear error naming it, not a KeyError later."""
-    for key, kind in keys.items():
-        if not isinstance(table.get(key), kind):
-            found = "missing" if key not in table else f"a {type(table[key]).__name__}"
-            raise error(f"{str(path)!r}: {where}{key!r} is {found}, expected a {kind.__name__}")
-
-
 def recorded_file(record: dict, name: str, where: str) -> FileRecord | None:
     """The record of file NAME in a folder record's "files", or None if it has none."""
     files = record.get(FILES)

@@ -8,7 +8,7 @@ registered: nothing here knows any head by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -37,7 +37,9 @@ def applicable_heads(columns: list[str], config: TrainConfig, registry: plugins.
     specs = [reg.get("heads", n) for n in names]
     chosen = [s for s in specs if config.model in s.models and s.applies(columns)]
     if not chosen:
-        raise AttribkitError(f"no head plugin applies to a {config.model} model of the data set's labels {columns}")
+        joins = [s.name for s in specs if config.model in s.models]
+        raise AttribkitError(f"no head plugin applies to a {config.model} model of the data set's labels {columns}"
+                             + (f" (of the heads asked for, none joins a {config.model} model)" if not joins else ""))
     return chosen
 
 
@@ -51,8 +53,7 @@ def fit_heads(specs: list[HeadSpec], labels: Labels, spaces: LabelSpaces, config
 def _builder(spec: HeadSpec, state):
     """The spec's build, checked: a head must be what its spec says, or the run could not be read back."""
     def build(context: HeadContext) -> Head:
-        context.state = state
-        head = spec.build(context)
+        head = spec.build(replace(context, state=state))
         if not isinstance(head, Head):
             raise AttribkitError(f"head plugin {spec.name!r} built a {type(head).__name__}, not an attribkit Head")
         if head.name != spec.name or head.task != spec.task:
@@ -82,7 +83,8 @@ def build_members(config: TrainConfig, spaces: LabelSpaces, stats: dict, columns
 
     if config.model == "cnn":
         # one plain CNN per head; a regressor reads the attack CNN's predicted attack, not its logits
-        return {s.name: weighted(PlainCNN(in_chans, [_builder(s, state(s))], context(joint=False))) for s in specs}
+        return {s.name: weighted(PlainCNN(in_chans, [_builder(s, state(s))], context(joint=False, heads=(s.name,))))
+                for s in specs}
     backbone = reg.get("backbones", config.backbone)
     full = Architecture(config.backbone, config.width, config.perturbation, config.task_specific, config.fusion,
                         input_scale=config.input_scale, stem=config.stem, pool=config.pool)
@@ -92,12 +94,13 @@ def build_members(config: TrainConfig, spaces: LabelSpaces, stats: dict, columns
     def member(arch, chosen, ctx):
         return weighted(AttributionNet(arch, backbone, in_chans, image_size, [_builder(s, state(s)) for s in chosen], ctx))
 
+    together = tuple(s.name for s in specs)
     if config.model == "mtaa":
-        return {"mtaa": member(full, specs, context())}
+        return {"mtaa": member(full, specs, context(heads=together))}
     if config.model == "single-task":
         # each signature alone, so a regressor cannot read attack logits (paper's [22] baseline)
-        return {s.name: member(plain, [s], context(regression="single", joint=False)) for s in specs}
-    return {config.model: member(plain, specs, context())}
+        return {s.name: member(plain, [s], context(regression="single", joint=False, heads=(s.name,))) for s in specs}
+    return {config.model: member(plain, specs, context(heads=together))}
 
 
 @torch.no_grad()

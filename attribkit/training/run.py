@@ -17,7 +17,6 @@ import csv
 import io
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 from .. import plugins, storage
