@@ -48,7 +48,10 @@ class ProgressSink(Protocol):
         """A line for the person watching ("resnet18: already in zoo")."""
 
 
-class _Silent:
+class SilentTask:
+    """A task that shows nothing: what :class:`Quiet` hands out, and a base for a sink
+    that only wants to know when each task is ``done``."""
+
     def update(self, *, advance=0, completed=None, total=None, info=None) -> None:
         pass
 
@@ -63,7 +66,7 @@ class Quiet:
         return nullcontext()
 
     def task(self, description: str, total: int, completed: int = 0) -> ProgressTask:
-        return _Silent()
+        return SilentTask()
 
     def note(self, message: str) -> None:
         pass

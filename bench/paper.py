@@ -38,7 +38,7 @@ from attribkit.data import load_dataset
 from attribkit.evaluation import evaluate
 from attribkit.generation.engine import generate, plan_jobs
 from attribkit.generation.scenario import load_scenario, parse_scenario
-from attribkit.runtime import Quiet, Runtime
+from attribkit.runtime import Quiet, Runtime, SilentTask
 from attribkit.storage.dataset import MANIFEST, read_manifest
 from attribkit.training.config import TrainConfig
 from attribkit.training.run import RUN_FILE
@@ -103,14 +103,11 @@ class EtaLog:
         return _JobLine(self, description)
 
 
-class _JobLine:
+class _JobLine(SilentTask):
     """One generation job of :class:`EtaLog`: its log line when it is done."""
 
     def __init__(self, log: EtaLog, label: str):
         self.log, self.label, self.t = log, label, time.time()
-
-    def update(self, *, advance=0, completed=None, total=None, info=None):
-        pass
 
     def done(self, info=None, keep=True):
         log, spent = self.log, time.time() - self.t
@@ -134,10 +131,7 @@ class VictimLog(Quiet):
     def task(self, description, total, completed=0):
         log = self
 
-        class Victim:
-            def update(self, **_):
-                pass
-
+        class Victim(SilentTask):
             def done(self, info=None, keep=True):
                 log.note(f"{description}: {info}")
         return Victim()

@@ -9,7 +9,7 @@ from attribkit.data import split_dataset
 from attribkit.errors import DataError
 from attribkit.generation.engine import generate
 from attribkit.generation.scenario import load_scenario, parse_scenario
-from attribkit.runtime import Quiet, Runtime
+from attribkit.runtime import Quiet, Runtime, SilentTask
 from attribkit.storage import read_tensors
 from attribkit.storage.dataset import load_split, read_manifest
 from attribkit.victims import load_victim
@@ -121,10 +121,7 @@ class InterruptAfter(Quiet):
     def task(self, description, total, completed=0):
         sink = self
 
-        class Job:
-            def update(self, **_):
-                pass
-
+        class Job(SilentTask):
             def done(self, info=None, keep=True):
                 if description != "all cells":
                     sink.left -= 1
