@@ -25,6 +25,19 @@ def _expect(value, kind, where: str, what: str):
     return value
 
 
+def _require(data: dict, keys: tuple[tuple[str, type], ...], where: str) -> None:
+    """Each key present with its type: a malformed record is one clear error naming it, not a KeyError later."""
+    for key, kind in keys:
+        if not isinstance(data.get(key), kind):
+            found = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise DataError(f"{where!r}: {key!r} is {found}, expected a {kind.__name__}")
+
+
+def _file_record(files: dict) -> dict:
+    """The part of a folder record that :func:`attribkit.storage.recorded_file` reads."""
+    return {"files": files} if files else {}
+
+
 def _names(value, where: str, what: str) -> tuple[str, ...]:
     if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise DataError(f"{where}: {what} must be a list of names, got {value!r}")
@@ -260,11 +273,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> "Manifest":
-        for key, kind in (("scenario", dict), ("fingerprint", str), ("label_spaces", dict), ("shards", dict),
-                          ("versions", dict), ("victims", dict), ("status", str)):
-            if not isinstance(data.get(key), kind):
-                found = "missing" if key not in data else f"a {type(data[key]).__name__}"
-                raise DataError(f"{where!r}: {key!r} is {found}, expected a {kind.__name__}")
+        _require(data, (("scenario", dict), ("fingerprint", str), ("label_spaces", dict), ("shards", dict),
+                        ("versions", dict), ("victims", dict), ("status", str)), where)
         files = data.get("files")
         if files is not None and not isinstance(files, dict):
             raise DataError(f"{where!r}: 'files' must be an object")
@@ -276,8 +286,7 @@ class Manifest:
 
     @property
     def file_record(self) -> dict:
-        """The part of manifest.json that :func:`attribkit.storage.recorded_file` reads."""
-        return {"files": self.files} if self.files else {}
+        return _file_record(self.files)
 
 
 RUN_FORMAT = "attribkit-run/2"
@@ -332,11 +341,8 @@ class RunMeta:
         fmt = data.get("format")
         if fmt not in RUN_FORMATS_READ:
             raise DataError(f"{where!r} has run format {fmt!r}; this attribkit reads {', '.join(RUN_FORMATS_READ)}")
-        for key, kind in (("config", dict), ("label_spaces", dict), ("target_stats", dict), ("columns", list),
-                          ("input", dict)):
-            if not isinstance(data.get(key), kind):
-                found = "missing" if key not in data else f"a {type(data[key]).__name__}"
-                raise DataError(f"{where!r}: {key!r} is {found}, expected a {kind.__name__}")
+        _require(data, (("config", dict), ("label_spaces", dict), ("target_stats", dict), ("columns", list),
+                        ("input", dict)), where)
         shape = data["input"]
         for key in ("in_chans", "image_size"):
             value = shape.get(key)
@@ -364,8 +370,7 @@ class RunMeta:
 
     @property
     def file_record(self) -> dict:
-        """The part of run.json that :func:`attribkit.storage.recorded_file` reads."""
-        return {"files": self.files} if self.files else {}
+        return _file_record(self.files)
 
     @property
     def seconds(self) -> float | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import storage
 from .errors import AttribkitError
+from .records import RUN_FORMATS_READ
 from .storage import dataset as data_store
 from .training import run as run_store
 from .victims import store as zoo_store
@@ -56,7 +57,7 @@ def verify(path: str | Path, record: bool = False) -> Verification:
                                  unversioned_ok=True)
     elif kind == "run":
         files = [n for n in (run_store.WEIGHTS, run_store.METRICS_JSON, run_store.METRICS_CSV)]
-        _check_folder_record(path, run_store.RUN_FILE, run_store.FORMAT, files, record, result)
+        _check_folder_record(path, run_store.RUN_FILE, RUN_FORMATS_READ, files, record, result)
     else:
         _check_folder_record(path, data_store.MANIFEST, data_store.FORMAT, None, record, result)
     return result

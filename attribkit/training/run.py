@@ -30,7 +30,6 @@ RUN_FILE = "run.json"
 WEIGHTS = "weights.safetensors"
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
-FORMAT = RUN_FORMATS_READ  # the run.json formats this attribkit reads (attribkit verify checks against them)
 
 
 def staging_folder(out: Path) -> Path:
