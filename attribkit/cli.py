@@ -17,6 +17,7 @@ from . import __version__, plugins
 from .console import ConsoleProgress, err_console
 from .errors import AttribkitError
 from .pipeline import DEMO
+from .runtime import DEVICE_HELP, PRECISIONS, Runtime, parse_shard, worker_from_env
 from .storage import IntegrityNotice
 from .training.config import TrainConfig
 
@@ -70,6 +71,42 @@ def _show_notice(fallback):
 
 NO_VERIFY = click.option("--no-verify", is_flag=True,
                          help="Read files without checking them against their recorded sha256 (see `attribkit verify`).")
+
+
+def device_options(precision: bool = False):
+    """--device and --tf32 (and training's --precision) for a command that computes."""
+    def decorate(command):
+        if precision:
+            command = click.option(
+                "--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                help="Autocast for training: bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler); fp32: none. "
+                     "Recorded in run.json.")(command)
+        command = click.option(
+            "--tf32", is_flag=True,
+            help="Let CUDA round float32 matrix products and convolutions to TensorFloat-32: faster on recent GPUs, "
+                 "but the results then differ from the CPU's by more than float32 rounding. Off unless given; "
+                 "recorded.")(command)
+        return click.option("--device", default="auto", envvar="ATTRIBKIT_DEVICE", show_default=True,
+                            help=f"Where to compute: {DEVICE_HELP}. Also read from ATTRIBKIT_DEVICE.")(command)
+    return decorate
+
+
+def _runtime(device: str = "cpu", tf32: bool = False, precision: str = "fp32", shard: str | None = None,
+             workers: bool = False) -> Runtime:
+    """The one Runtime of this command, with rich progress bars. ``workers``: the command can be one of
+    several workers (torchrun's RANK/WORLD_SIZE, or --shard); otherwise it must run alone."""
+    rank, world = worker_from_env()
+    if shard is not None:
+        asked = parse_shard(shard)
+        if world > 1 and asked != (rank, world):
+            raise AttribkitError(f"--shard {shard} contradicts torchrun's RANK={rank} WORLD_SIZE={world}; "
+                                 f"give one or the other")
+        rank, world = asked
+    if world > 1 and not workers:
+        raise AttribkitError(f"this command runs as one process, not as worker {rank} of {world}: start it without "
+                             f"torchrun")
+    return Runtime(device=device, precision=precision, tf32=tf32, rank=rank, world_size=world,
+                   progress=ConsoleProgress())
 
 
 def _echo_json(data) -> None:
@@ -179,8 +216,9 @@ def victims_cmd():
 @click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 64 - 1), default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Retrain victims already in the zoo.")
+@device_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the victims' metadata as JSON.")
-def victims_train(dataset, zoo, archs, width, epochs, seed, force, as_json):
+def victims_train(dataset, zoo, archs, width, epochs, seed, force, device, tf32, as_json):
     """Train victim models (timm, pretrained=False) on clean images.
 
     Each victim is stored as safetensors with JSON metadata (family, timm
@@ -191,7 +229,7 @@ def victims_train(dataset, zoo, archs, width, epochs, seed, force, as_json):
     from .victims.train import train_zoo
 
     _warn_plugin_errors()
-    rt = _runtime()
+    rt = _runtime(device, tf32)
     archs, clean = archs or tuple(rt.plugins.names("victims")), load_dataset(dataset, rt.plugins)
     records = train_zoo(zoo, archs, clean, width=width, epochs=epochs, seed=seed, force=force, runtime=rt)
     _print_victims(records, as_json)
@@ -230,9 +268,16 @@ def victims_list(zoo, as_json):
 @click.option("--zoo", default=None, type=click.Path(file_okay=False), help="Victim zoo (default: the scenario's).")
 @click.option("--accept-versions", is_flag=True,
               help="Resume a data set begun with other library versions; each new shard records its versions.")
+@device_options()
+@click.option("--shard", metavar="I/N",
+              help="Be worker I of N (from 0) sharing --out, e.g. in a job array; under torchrun, RANK and WORLD_SIZE "
+                   "say it instead. Every worker computes the same split of the work, longest first.")
+@click.option("--merge", is_flag=True,
+              help="Only merge the records of the shards finished in --out into its manifest (after workers that "
+                   "were killed), and mark it complete if every shard is there.")
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's summary as JSON.")
-def generate_cmd(scenario, out, zoo, accept_versions, no_verify, as_json):
+def generate_cmd(scenario, out, zoo, accept_versions, device, tf32, shard, merge, no_verify, as_json):
     """Generate an adversarial-attribution data set from a scenario.
 
     Writes sharded safetensors (adversarial images; attack, victim and
@@ -241,17 +286,35 @@ def generate_cmd(scenario, out, zoo, accept_versions, no_verify, as_json):
     resumes: finished shards whose bytes match their recorded sha256 are
     kept, damaged or missing ones are made again (and reported). A data set
     begun with other library versions is refused unless --accept-versions.
+
+    \b
+    Several workers share one --out (see README, "Scaling out"):
+      torchrun --nproc-per-node 8 -m attribkit generate ... --device auto
+      attribkit generate ... --shard 3/8        # worker 3 of 8, e.g. in a job array
+    The shards' bytes do not depend on how many workers made them.
     """
-    from .generation.engine import generate, summarise
+    from .generation.engine import generate, merge as merge_records, summarise
     from .generation.scenario import load_scenario
 
     _warn_plugin_errors()
-    rt = _runtime()
-    manifest = generate(load_scenario(scenario, rt.plugins), out, zoo=zoo, verify=not no_verify,
-                        accept_versions=accept_versions, runtime=rt)
+    rt = _runtime(device, tf32, shard=shard, workers=True)
+    sc = load_scenario(scenario, rt.plugins)
+    if merge:
+        from .storage import folder_lock
+        from .storage.dataset import MANIFEST
+
+        if not (Path(out) / MANIFEST).is_file():
+            raise AttribkitError(f"--out {out!r} holds no attribkit data set to merge")
+        with folder_lock(out):
+            manifest = merge_records(out, sc, verify=not no_verify)
+    else:
+        manifest = generate(sc, out, zoo=zoo, verify=not no_verify, accept_versions=accept_versions, runtime=rt)
     summary = summarise(manifest)
     if as_json:
-        _echo_json(summary)
+        _echo_json({**summary, "worker": f"{rt.rank}/{rt.world_size}"})
+    elif manifest.status != "complete" and rt.world_size > 1:
+        err_console.print(f"worker {rt.rank}/{rt.world_size}: its share is done; {out} is complete when the other "
+                          f"workers finish theirs", highlight=False)
     else:
         _print_summary(summary, out)
 
@@ -312,9 +375,10 @@ def _field_option(f: dataclasses.Field):
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="A generated data set.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New run folder.")
 @_config_options(TrainConfig, TRAIN_OPTION_ORDER)
+@device_options(precision=True)
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def train_cmd(data_dir, out, no_verify, as_json, **options):
+def train_cmd(data_dir, out, device, tf32, precision, no_verify, as_json, **options):
     """Train an attribution model on a generated data set.
 
     Adam with cosine LR (the paper's settings by default). The run folder
@@ -323,7 +387,7 @@ def train_cmd(data_dir, out, no_verify, as_json, **options):
     """
     _warn_plugin_errors()
     config = TrainConfig(**options)
-    meta = _train(data_dir, config, out, verify=not no_verify)
+    meta = _train(data_dir, config, out, verify=not no_verify, runtime=_runtime(device, tf32, precision))
     summary = {"run": out, "model": config.model, "seconds": meta.seconds, "parameters": meta.parameters,
                "validation": meta.final_validation_metrics, "test": meta.final_test_metrics}
     if as_json:
@@ -332,17 +396,10 @@ def train_cmd(data_dir, out, no_verify, as_json, **options):
         _print_metrics(f"{config.model} → {out} ({meta.seconds:.0f} s)", meta.final_test_metrics)
 
 
-def _runtime():
-    """The one Runtime of this command: CPU, one worker, what is installed, rich progress bars."""
-    from .runtime import Runtime
-
-    return Runtime(progress=ConsoleProgress())
-
-
-def _train(data_dir, config, out, verify=True):
+def _train(data_dir, config, out, verify, runtime):
     from .training.trainer import train
 
-    return train(data_dir, config, out, verify=verify, runtime=_runtime())
+    return train(data_dir, config, out, verify=verify, runtime=runtime)
 
 
 def _print_metrics(title, metrics):
@@ -361,9 +418,10 @@ def _print_metrics(title, metrics):
 @cli.command("attribute")
 @click.option("--run", required=True, type=click.Path(file_okay=False), help="A run folder from `attribkit train`.")
 @click.argument("inputs", nargs=-1, required=True)
+@device_options()
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def attribute_cmd(run, inputs, no_verify, as_json):
+def attribute_cmd(run, inputs, device, tf32, no_verify, as_json):
     """Say which attack, victim and hyperparameter made each image.
 
     INPUTS are PNG/JPEG files, folders of them, or .safetensors batches
@@ -374,7 +432,7 @@ def attribute_cmd(run, inputs, no_verify, as_json):
     from .attribution import attribute
 
     _warn_plugin_errors()
-    report = attribute(run, list(inputs), verify=not no_verify, runtime=_runtime())
+    report = attribute(run, list(inputs), verify=not no_verify, runtime=_runtime(device, tf32))
     shown = report.pop("table")  # the answers as text, one column per answer of every head
     if as_json:
         _echo_json(report)
@@ -395,9 +453,10 @@ def attribute_cmd(run, inputs, no_verify, as_json):
 @click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True,
               help="validation: the run's held-out training images (see `train --validation`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
+@device_options()
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(run, data_dir, baselines, split, out, no_verify, as_json):
+def evaluate_cmd(run, data_dir, baselines, split, out, device, tf32, no_verify, as_json):
     """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
     Δ_MTL against baselines, parameters and FLOPs, and the paper's figures
     (t-SNE of the features, perturbations per attack and victim, training
@@ -406,7 +465,8 @@ def evaluate_cmd(run, data_dir, baselines, split, out, no_verify, as_json):
     from .evaluation import evaluate
 
     _warn_plugin_errors()
-    report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify, runtime=_runtime())
+    report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify,
+                      runtime=_runtime(device, tf32))
     if as_json:
         _echo_json(report)
         return
@@ -476,8 +536,10 @@ def verify_cmd(path, record, as_json):
 @click.option("--width", type=float, default=DEMO["width"], show_default=True, help="MTAA backbone width.")
 @click.option("--input-scale", type=click.IntRange(min=1), default=DEMO["input_scale"], show_default=True,
               help="Nearest-neighbour upscale before the backbone (1 = none).")
+@device_options(precision=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def demo_cmd(out, scenario, victim_epochs, victim_width, backbone, epochs, width, input_scale, as_json):
+def demo_cmd(out, scenario, victim_epochs, victim_width, backbone, epochs, width, input_scale, device, tf32, precision,
+             as_json):
     """The whole pipeline on the embedded MNIST digits, no downloads.
 
     Trains the quick scenario's victims (ResNet18, VGG16, InceptionV3) into
@@ -493,7 +555,7 @@ def demo_cmd(out, scenario, victim_epochs, victim_width, backbone, epochs, width
     from .pipeline import demo
 
     _warn_plugin_errors()
-    rt = _runtime()
+    rt = _runtime(device, tf32, precision)
     sc = load_scenario(scenario, rt.plugins)  # here too for its name, in the title
     report = demo(out, sc, victim_epochs=victim_epochs, victim_width=victim_width, backbone=backbone, epochs=epochs,
                   width=width, input_scale=input_scale, runtime=rt)

@@ -22,7 +22,7 @@ from .report import html_report, metric_text, model_figures, row_delta, signed, 
 from .training.config import TrainConfig
 from .training.data import AttributionData, load_attribution_data, quantize, split_validation
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
-from .training.models import Member, heads_of, predict
+from .training.models import Member, device_of, heads_of, predict
 from .training.run import METRICS_JSON, load_run, read_run_meta
 
 
@@ -35,7 +35,7 @@ def check_label_spaces(meta: RunMeta, data: AttributionData, run: str) -> None:
 def count_flops(members: dict[str, Member], in_chans: int, size: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.rand(1, in_chans, size, size)
+    x = torch.rand(1, in_chans, size, size).to(device_of(members))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         for m in members.values():

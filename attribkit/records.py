@@ -184,6 +184,11 @@ class Labels:
         return Labels(self.attack[idx], self.victim[idx], self.hp[idx], self.target[idx],
                       {k: v[idx] for k, v in self.extra.items()})
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Labels":
+        move = lambda t: t.to(device, non_blocking=non_blocking)
+        return Labels(move(self.attack), move(self.victim), move(self.hp), move(self.target),
+                      {k: move(v) for k, v in self.extra.items()})
+
     def column(self, name: str) -> torch.Tensor:
         """A per-example column by name: ``attack``, ``victim``, ``target`` or one of ``extra``
         (``linf``, ``l2``, …). Hyperparameters are the columns of ``hp``, in the label spaces' order."""
@@ -199,8 +204,9 @@ DATA_FORMAT = "attribkit-data/1"
 
 @dataclass
 class Shard:
-    """One finished (victim, attack, split) job of a data set: its examples and, per
-    grid point, how many attacks were attempted, succeeded and kept."""
+    """One finished unit of a data set (a (victim, attack, split) job, or one grid point
+    of it): its examples and, per grid point, how many attacks were attempted,
+    succeeded and kept."""
 
     victim: str
     attack: str
@@ -209,6 +215,7 @@ class Shard:
     cells: list[dict]
     seconds: float | None = None
     versions: dict | None = None  # only when another library version made it (--accept-versions)
+    runtime: dict | None = None  # what made it: device, dtype, tf32 and worker ("rank/world_size")
 
     def to_json(self) -> dict:
         data = {"victim": self.victim, "attack": self.attack, "split": self.split, "examples": self.examples}
@@ -217,6 +224,8 @@ class Shard:
         data["cells"] = self.cells
         if self.versions is not None:
             data["versions"] = self.versions
+        if self.runtime is not None:
+            data["runtime"] = self.runtime
         return data
 
     @classmethod
@@ -228,7 +237,8 @@ class Shard:
             raise DataError(f"{where}: {what}.cells must be a list of objects, got {cells!r}")
         return cls(*(_expect(data.get(k), str, where, f"{what}.{k}") for k in ("victim", "attack", "split")),
                    _expect(data.get("examples"), int, where, f"{what}.examples"), cells,
-                   data.get("seconds"), data.get("versions"))
+                   data.get("seconds"), data.get("versions"),
+                   data.get("runtime") if isinstance(data.get("runtime"), dict) else None)
 
     @property
     def attempted(self) -> int:
@@ -325,7 +335,7 @@ class RunMeta:
     data: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)  # seconds, final metrics, loss σ: what training measured
+    results: dict = field(default_factory=dict)  # seconds, runtime (device, precision), final metrics, loss σ
     legacy_state: Any = None
     files: dict = field(default_factory=dict)  # as read: the recorded sha256 of the run's files (storage.FILES)
 
@@ -360,8 +370,8 @@ class RunMeta:
         else:
             records = {n: HeadRecord(_expect(_expect(h, dict, where, f"heads[{n!r}]").get("plugin"), str, where,
                                              f"heads[{n!r}].plugin"), h.get("state")) for n, h in heads.items()}
-        results = {k: data[k] for k in ("seconds", "final_validation_metrics", "final_test_metrics", "loss_sigmas")
-                   if k in data}
+        results = {k: data[k] for k in ("seconds", "runtime", "final_validation_metrics", "final_test_metrics",
+                                         "loss_sigmas") if k in data}
         return cls(data["config"], records, LabelSpaces.from_json(data["label_spaces"], where), data["target_stats"],
                    data["columns"], shape["in_chans"], shape["image_size"], list(members),
                    optional["data"], optional["versions"], optional["parameters"], results,

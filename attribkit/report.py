@@ -18,20 +18,21 @@ from . import figures, storage
 from .figures import Figure
 from .training.data import AttributionData
 from .training.metrics import signature_metrics
-from .training.models import Member
+from .training.models import Member, device_of
 
 
 @torch.no_grad()
 def features_of(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Every member's attack and victim features side by side (a shared branch once)."""
+    device = device_of(members)
     chunks = []
     for i in range(0, len(images), batch_size):
         parts = []
         for m in members.values():
-            feats, _ = m.net.eval().features(images[i:i + batch_size])
+            feats, _ = m.net.eval().features(images[i:i + batch_size].to(device))
             unique = {id(t): t for t in feats.values()}
             parts += list(unique.values())
-        chunks.append(torch.cat(parts, 1))
+        chunks.append(torch.cat(parts, 1).cpu())
     return torch.cat(chunks)
 
 

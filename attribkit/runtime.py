@@ -3,17 +3,18 @@ the caller of the Python API and handed down through generate, train,
 attribute and evaluate.
 
 It holds what every stage must agree on and that no single stage owns: the
-plugin registry to look names up in, the device and precision tensors live
-in, this worker's rank among how many, and where progress is reported. Today
-attribkit runs on the CPU as one worker; the fields exist so that devices and
-several workers (torchrun) arrive without another change to every signature.
+plugin registry to look names up in, the device tensors live on and the
+numerics they are computed with (TF32, mixed precision), this worker's rank
+among how many, and where progress is reported.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+import os
+import re
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 
@@ -72,28 +73,123 @@ class Quiet:
         pass
 
 
+DEVICE_HELP = ("cpu, cuda, cuda:N, or auto: a GPU if there is one (under torchrun, each worker takes the GPU of "
+               "its LOCAL_RANK), else the CPU")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` as a device that exists here; anything else is one clear error."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return _local_gpu() if torch.cuda.is_available() else torch.device("cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise AttribkitError(f"device {str(spec)!r}: expected {DEVICE_HELP}")
+    if text == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise AttribkitError(f"device {str(spec)!r}: no CUDA GPU is usable here (torch {torch.__version__}, CUDA "
+                             f"{torch.version.cuda or 'not built in'}); use --device cpu or auto")
+    if text == "cuda":
+        return _local_gpu()
+    index, count = int(text.split(":")[1]), torch.cuda.device_count()
+    if index >= count:
+        raise AttribkitError(f"device {str(spec)!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def _local_gpu() -> torch.device:
+    # torchrun starts one worker per GPU and tells each its LOCAL_RANK
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (worker i of n, from 0) as (rank, world_size)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not int(match[1]) < int(match[2]):
+        raise AttribkitError(f"--shard {text!r}: expected i/n with 0 ≤ i < n, e.g. 0/4 for the first of four workers")
+    return int(match[1]), int(match[2])
+
+
+def worker_from_env() -> tuple[int, int]:
+    """(rank, world_size) as torchrun sets them (RANK, WORLD_SIZE), or (0, 1) outside torchrun."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None or world is None:
+        return 0, 1
+    try:
+        return parse_shard(f"{rank}/{world}")
+    except AttribkitError:
+        raise AttribkitError(f"RANK={rank!r} and WORLD_SIZE={world!r} do not name a worker (0 ≤ RANK < "
+                             f"WORLD_SIZE); are they left over from another launcher?") from None
+
+
 @dataclass(frozen=True)
 class Runtime:
+    """``device`` takes anything :func:`resolve_device` does (``"auto"`` too);
+    ``precision`` is training's autocast (fp32: none); ``tf32`` lets CUDA
+    matrix products and convolutions round to TensorFloat-32, off by default
+    so that a GPU computes what the CPU does, to float32 rounding."""
+
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
+    precision: str = "fp32"
+    tf32: bool = False
     rank: int = 0
     world_size: int = 1
     progress: ProgressSink = field(default_factory=Quiet)
     registry: Registry | None = None  # None: what is installed (attribkit.plugins.registry())
 
     def __post_init__(self):
-        if isinstance(self.device, str):
-            object.__setattr__(self, "device", torch.device(self.device))
-        if self.device.type != "cpu":
-            raise AttribkitError(f"device {str(self.device)!r}: this attribkit runs on the CPU only")
-        if self.dtype != torch.float32:
-            raise AttribkitError(f"dtype {self.dtype}: this attribkit computes in float32 only")
-        if not (self.world_size == 1 and self.rank == 0):
-            raise AttribkitError(f"worker {self.rank} of {self.world_size}: this attribkit runs as one worker")
+        object.__setattr__(self, "device", resolve_device(self.device))
+        if self.precision not in PRECISIONS:
+            raise AttribkitError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.precision == "fp16" and self.device.type == "cpu":
+            raise AttribkitError("precision fp16 needs a GPU (the CPU has no fast float16); use bf16 or fp32 on the CPU")
+        for name in ("rank", "world_size"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                raise AttribkitError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not 0 <= self.rank < self.world_size:
+            raise AttribkitError(f"worker {self.rank} of {self.world_size}: a rank must be in [0, world_size)")
 
     @property
     def plugins(self) -> Registry:
         return self.registry if self.registry is not None else default_registry()
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def numerics(self) -> dict:
+        """What decides the bytes of a float computation here, as recorded in manifests and runs."""
+        return {"device": _device_name(self.device), "dtype": "float32", "tf32": self.tf32 and self.is_cuda,
+                "precision": self.precision}
+
+    @contextmanager
+    def numerics_in_effect(self) -> Iterator[None]:
+        """TF32 on or off, as asked, for the duration of a stage (torch's flags are process-wide)."""
+        if not self.is_cuda:
+            yield
+            return
+        before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.cuda.set_device(self.device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+    def autocast(self) -> AbstractContextManager:
+        """Mixed precision for training's forward pass, as ``precision`` asks (fp32: none)."""
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
+    return "cpu"
 
 
 def runtime_of(runtime: Runtime | None) -> Runtime:

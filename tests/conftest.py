@@ -2,6 +2,8 @@ import os
 
 # The core test run never autoloads whatever plugins happen to be installed.
 os.environ["ATTRIBKIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+# The CLI's --device defaults to auto; the tests compare bytes made on the CPU (tests/test_gpu.py uses the GPU)
+os.environ["ATTRIBKIT_DEVICE"] = "cpu"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -43,7 +43,7 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     made = _files(out)
     assert {"zoo/resnet18.safetensors", "zoo/resnet18.json", "data/clean.safetensors", "run/run.json",
             "run/weights.safetensors"} <= set(made)
-    assert sum(name.startswith("data/shards/") for name in made) == 2  # one victim × one attack × two splits
+    assert sum(name.startswith("data/shards/") and name.endswith(".safetensors") for name in made) == 2  # one victim × one attack × two splits
     shards = read_manifest(out / "data").shards
 
     second = CliRunner().invoke(cli, args)

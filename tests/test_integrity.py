@@ -199,6 +199,7 @@ def test_resume_refuses_other_library_versions_unless_accepted(data_copy, tiny_z
         del manifest["files"][f"shards/{shard}"]
 
     rewrite_record(data_copy / "manifest.json", older_torch_and_one_shard_unfinished)
+    (data_copy / "shards" / shard.replace(".safetensors", ".json")).unlink()  # its worker never recorded it
     before = snapshot(data_copy)
     result = CliRunner().invoke(cli, ["generate", "--scenario", "x", "--out", str(data_copy)])  # name checked first
     assert result.exit_code == 1

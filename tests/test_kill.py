@@ -53,9 +53,9 @@ def seeded_failpoints(seed, count, highest):
 
 
 def files_of(folder):
-    """Every file's bytes, leaving out temporaries of killed writes."""
+    """Every file's bytes, leaving out temporaries of killed writes and the lock workers share."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.endswith(".tmp")}
+            if p.is_file() and not p.name.endswith(".tmp") and p.name != storage.LOCK}
 
 
 def without_timings(record):
@@ -96,8 +96,8 @@ def test_generate_killed_at_seeded_points_resumes_to_the_same_bytes(tiny_zoo, tm
     args = lambda out: ("generate", "--scenario", scenario, "--out", out, "--zoo", tiny_zoo)
     assert attribkit(*args(tmp_path / "whole")) == 0
     out = tmp_path / "killed"
-    # a fresh run writes clean + manifest, then shard + manifest per job; a resumed one
-    # writes the manifest first: writes 1-3 exist in every run that has a job left
+    # a fresh run writes clean + manifest, then shard, its record and the manifest per job; a
+    # resumed one writes the manifest first: writes 1-3 exist in every run that has a job left
     for point in seeded_failpoints(seed=10, count=4, highest=3):
         assert attribkit(*args(out), failpoint=point) == -signal.SIGKILL, point
     attribkit(*args(out), kill_after=(out / "manifest.json", random.Random(11).uniform(0.2, 1.5)))
@@ -107,6 +107,10 @@ def test_generate_killed_at_seeded_points_resumes_to_the_same_bytes(tiny_zoo, tm
     manifest = json.loads(killed.pop("manifest.json"))
     assert manifest["status"] == "complete"
     assert without_timings(manifest) == without_timings(json.loads(whole.pop("manifest.json")))
+    records = sorted(name for name in whole if name.endswith(".json"))  # each shard's own, with its seconds
+    assert records == sorted(name for name in killed if name.endswith(".json")) and len(records) == 6
+    for name in records:
+        assert without_timings(json.loads(killed.pop(name))) == without_timings(json.loads(whole.pop(name)))
     assert killed == whole and len(killed) == 1 + 6  # clean + one shard per (attack, split)
     verified = subprocess.run([sys.executable, "-m", "attribkit", "verify", str(out)], env=ENV, capture_output=True)
     assert verified.returncode == 0, verified.stderr.decode()

@@ -32,7 +32,7 @@ def cw_l2(model, images: torch.Tensor, labels: torch.Tensor, grid: Sequence[Mapp
     # Every grid point runs in one batch with a per-example κ; the loss is a
     # sum over examples and Adam is element-wise, so examples do not interact.
     n = len(images)
-    kappa = torch.cat([torch.full((n,), float(p["kappa"])) for p in grid])
+    kappa = torch.cat([torch.full((n,), float(p["kappa"]), device=images.device) for p in grid])
     x = images.repeat(len(grid), 1, 1, 1)
     y = labels.repeat(len(grid))
     adv = _optimise(model, x, y, kappa, c=float(settings["c"]), steps=int(settings["steps"]), lr=float(settings["lr"]))
@@ -43,21 +43,22 @@ def _optimise(model, x, y, kappa, *, c: float, steps: int, lr: float) -> torch.T
     adv = x.clone().requires_grad_(True)
     opt = torch.optim.Adam([adv], lr=lr)
     best = x.clone()
-    best_l2 = torch.full((len(x),), float("inf"))
+    best_l2 = torch.full((len(x),), float("inf"), device=x.device)
     for _ in range(steps):
         l2 = (adv - x).pow(2).flatten(1).sum(1)
         margin = logit_margin(model(adv), y)
         loss = l2.sum() + c * torch.clamp(-margin, min=-kappa).sum()
         with torch.no_grad():
+            # torch.where, not a boolean-mask write: a mask write asks the GPU how many rows are
+            # true, which would stop the host once per step
             better = (margin >= kappa) & (l2 < best_l2)
-            best[better] = adv[better]
-            best_l2[better] = l2[better]
+            best = torch.where(better.view(-1, 1, 1, 1), adv, best)
+            best_l2 = torch.where(better, l2, best_l2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             adv.clamp_(0, 1)
     with torch.no_grad():
-        missing = torch.isinf(best_l2)
-        best[missing] = adv[missing]  # failures return their last iterate, to be counted as failed
-    return best.detach()
+        missing = torch.isinf(best_l2)  # failures return their last iterate, to be counted as failed
+        return torch.where(missing.view(-1, 1, 1, 1), adv, best).detach()

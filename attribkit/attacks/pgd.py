@@ -22,13 +22,17 @@ def pgd(model, images: torch.Tensor, labels: torch.Tensor, grid: Sequence[Mappin
     loss towards them (torchattacks' targeted mode).
     """
     n = len(images)
-    eps = torch.cat([torch.full((n,), float(p["eps"]), dtype=images.dtype) for p in grid]).view(-1, 1, 1, 1)
+    eps = torch.cat([torch.full((n,), float(p["eps"]), dtype=images.dtype, device=images.device)
+                     for p in grid]).view(-1, 1, 1, 1)
     x = images.repeat(len(grid), 1, 1, 1)
     y = labels.repeat(len(grid))
     adv = x.clone()
     if settings["random_start"]:
-        noise = torch.cat([torch.empty_like(images).uniform_(-float(p["eps"]), float(p["eps"])) for p in grid])
-        adv = torch.clamp(adv + noise, min=0, max=1)
+        # drawn on the CPU (from the generator the caller seeded) and moved, so the random starts are
+        # the same numbers whatever device attacks
+        noise = torch.cat([torch.empty(images.shape, dtype=images.dtype).uniform_(-float(p["eps"]), float(p["eps"]))
+                           for p in grid])
+        adv = torch.clamp(adv + noise.to(images.device), min=0, max=1)
     alpha = float(settings["alpha"])
     direction = -1.0 if targeted else 1.0
     for _ in range(int(settings["steps"])):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attribkit.hookspecs import hookimpl
-from attribkit.model.heads import ClassificationHead, Head, HeadContext, Score, predicted_class
+from attribkit.model.heads import ClassificationHead, Head, HeadContext, Score, masked_mean, predicted_class
 from attribkit.records import Labels, LabelSpaces
 from attribkit.specs import HeadSpec
 
@@ -111,10 +110,8 @@ class HyperparameterHead(Head):
 
     def loss(self, output, labels):
         truth, mask = self.target(labels)
-        if not mask.any():
-            return output.sum() * 0
-        z = (truth - self.mean) / self.std
-        return F.mse_loss(output[mask], z[mask])
+        z = torch.where(mask, (truth - self.mean) / self.std, 0)
+        return masked_mean((output.float() - z) ** 2, mask)
 
     def values(self, output: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
         """(B,) display-unit value of the first hyperparameter of ``attack`` per example."""
@@ -176,6 +173,13 @@ class HyperparameterHead(Head):
 Combination = tuple[int, int, "tuple[float | None, ...] | None"]  # attack, victim, values (None: not part of the class)
 
 
+def six_digits(values: torch.Tensor) -> torch.Tensor:
+    """Values (float64) rounded to 6 significant digits, as %g shows them, on whatever device they are."""
+    exponent = torch.floor(torch.log10(values.abs().clamp_min(1e-300)))
+    scale = torch.pow(10.0, 5 - exponent)
+    return torch.round(values * scale) / scale
+
+
 def combination_of(attack: int, victim: int, hp_row: list[float], with_values: bool = True) -> Combination:
     """One example's class: values as the report shows them (%g), so equal-looking values are one class."""
     values = tuple(None if math.isnan(v) else float(f"{v:g}") for v in hp_row) if with_values else None
@@ -223,14 +227,21 @@ class CombinationHead(ClassificationHead):
         super().__init__("combination", [_order(c) for c in combinations], context.feature_dims["attack"], "attack")
         self.spaces = context.labels
         self.combinations = combinations
-        self.index = {c: i for i, c in enumerate(combinations)}
         self.with_values = combinations[0][2] is not None
+        # each class as one row (attack, victim, values; NaN: no value), matched on the labels' device in
+        # training, where a Python lookup per example would stop the host at every step
+        keys = torch.tensor([[a, v, *((NAN if x is None else x for x in values) if self.with_values else ())]
+                             for a, v, values in combinations], dtype=torch.float64)
+        self.register_buffer("keys", torch.cat([keys[:, :2], six_digits(keys[:, 2:])], 1), persistent=False)
 
     def target(self, labels):
-        y = torch.tensor([self.index.get(combination_of(a, v, h, self.with_values), -1)
-                          for a, v, h in zip(labels.attack.tolist(), labels.victim.tolist(), labels.hp.tolist())],
-                         dtype=torch.long)
-        return y.clamp_min(0), y >= 0  # a combination never seen in training cannot be predicted
+        parts = [labels.attack.double()[:, None], labels.victim.double()[:, None]]
+        if self.with_values:
+            parts.append(six_digits(labels.hp.double()))
+        rows, keys = torch.cat(parts, 1)[:, None, :], self.keys.to(labels.attack.device)[None]
+        match = ((rows == keys) | (rows.isnan() & keys.isnan())).all(2)  # (examples, classes)
+        found = match.any(1)  # a combination never seen in training cannot be predicted
+        return torch.where(found, match.to(torch.uint8).argmax(1), 0), found
 
     def decode(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(attack index, victim index, the attributed display value, probability)."""

@@ -1,7 +1,8 @@
-"""The generation loop: (victim, attack, split) jobs, each one shard.
+"""The generation loop: units of work (a (victim, attack, split) job, or one
+grid point of it: :mod:`attribkit.generation.units`), each one shard.
 
-A job attacks clean images that its victim classifies correctly, batch by
-batch, in one seeded order per split shared by every job: if each cell drew
+A unit attacks clean images that its victim classifies correctly, batch by
+batch, in one seeded order per split shared by every unit: if each cell drew
 its own digits, the digit would give away the cell's labels and an
 attribution model would learn digits instead of perturbations. It goes on
 until every grid point of the attack has its quota of successful examples or
@@ -13,16 +14,25 @@ attack that draws no randomness per grid point (FGSM, C&W) every other
 point keeps the very same examples, since the attacks compute each example
 independently of the batch it is in (tested); PGD draws its random starts
 per active grid point, so the points after a stopped one start elsewhere,
-as they already do once a point has filled its quota. Each job derives its own
-seed (for random starts) from the scenario's, so a resumed run produces the
-same shards as an uninterrupted one.
+as they already do once a point has filled its quota. Each unit derives its
+own seed (for random starts) from the scenario's, so a resumed run, or one
+split across workers, produces the same shards as one uninterrupted process.
+
+Several workers (torchrun's RANK / WORLD_SIZE, or ``--shard i/n``) share one
+``--out``: each does its share of the units, writes each finished shard and
+the shard's own record, and merges the record into the manifest under a file
+lock. Whichever worker finds every unit finished marks the data set complete.
+
+Randomness is drawn on the CPU and moved to the attack's device (clean order,
+random targets, PGD's random starts), so it does not depend on the device.
+torchattacks' and foolbox's attacks draw inside their own code, on the
+device: bit-identity with torchattacks is a promise on the CPU only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,30 +47,16 @@ from ..runtime import Runtime, runtime_of
 from ..specs import AttackSpec
 from ..versions import library_versions
 from .scenario import AttackPlan, Scenario
-from ..storage.dataset import CLEAN, FORMAT, MANIFEST, read_manifest, save_file, shard_file, write_manifest
+from ..storage.dataset import (CLEAN, FORMAT, MANIFEST, merge_shard, read_manifest, read_shard_record, save_file,
+                               shard_file, write_manifest, write_shard_record)
+from .units import SPLITS, Unit, assign, derive_seed, estimated_cost, plan_units  # noqa: F401 (SPLITS, derive_seed: API)
 from .victims import resolve_victim
 
-SPLITS = ("train", "test")
 
-
-@dataclass(frozen=True)
-class Job:
-    victim: str
-    attack: str
-    split: str
-
-    @property
-    def shard(self) -> str:
-        return f"{self.victim}__{self.attack}__{self.split}.safetensors"
-
-
-def derive_seed(*parts) -> int:
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _prepare_out(out: Path, scenario: Scenario, verify: bool, accept_versions: bool) -> Manifest | None:
+def _check_out(out: Path, scenario: Scenario, verify: bool, accept_versions: bool) -> Manifest | None:
     """The existing manifest to resume from, or None for a fresh data set."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {str(out)!r} is a file; choose a folder")
     if (out / MANIFEST).exists():
         manifest = read_manifest(out, verify)
         if manifest.fingerprint != scenario.fingerprint():
@@ -72,7 +68,7 @@ def _prepare_out(out: Path, scenario: Scenario, verify: bool, accept_versions: b
                             f"now could differ in bytes from the finished ones; use another --out, or "
                             f"--accept-versions to go on and record the versions of each new shard (nothing was changed)")
         return manifest
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != storage.LOCK for p in out.iterdir()):
         raise DataError(f"--out {str(out)!r} is not empty and holds no attribkit data set; choose another --out")
     return None
 
@@ -93,8 +89,9 @@ def _reusable(out: Path, manifest: Manifest, name: str, verify: bool) -> bool:
     return False
 
 
-def plan_jobs(scenario: Scenario) -> list[Job]:
-    return [Job(v.name, a.name, split) for v in scenario.victims for a in scenario.attacks for split in SPLITS]
+def plan_jobs(scenario: Scenario) -> list[Unit]:
+    """Every unit of work of the scenario (kept under its old name for scripts that list jobs)."""
+    return plan_units(scenario)
 
 
 def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None, verify: bool = True,
@@ -105,17 +102,20 @@ def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = No
     record and re-makes the others. ``verify=False`` skips the hash checks
     (of the zoo's victims too); ``accept_versions`` resumes a data set begun
     with other library versions, recording the versions of each new shard.
-    Progress goes to the runtime's sink: a bar for all cells, one per job.
+    With a runtime of several workers, this worker makes its share of the
+    units (see :mod:`attribkit.generation.units`); the manifest it returns is
+    complete once the last worker is done. Progress goes to the runtime's
+    sink: a bar for this worker's cells, one per unit.
     """
     rt = runtime_of(runtime)
-    with rt.progress.stage("generate"):
+    with rt.progress.stage("generate"), rt.numerics_in_effect():
         return _generate(scenario, out, zoo, verify, accept_versions, rt)
 
 
 def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verify: bool, accept_versions: bool,
               rt: Runtime) -> Manifest:
     out, zoo = Path(out), Path(zoo or scenario.zoo)
-    previous = _prepare_out(out, scenario, verify, accept_versions)
+    _check_out(out, scenario, verify, accept_versions)  # fail fast, before any loading; again under the lock
     dataset = load_dataset(scenario.dataset, rt.plugins)
     split = split_dataset(dataset.labels, scenario.test_fraction, scenario.seed)
     for name, quota in (("train", scenario.train_per_cell), ("test", scenario.test_per_cell)):
@@ -125,58 +125,105 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verif
     victims = {ref.name: resolve_victim(ref, zoo, dataset, verify, rt.plugins) for ref in scenario.victims}
     attacks = {plan.name: rt.plugins.get("attacks", plan.name) for plan in scenario.attacks}
 
-    manifest = previous or _new_manifest(scenario, dataset, split, attacks)
+    out.mkdir(parents=True, exist_ok=True)
+    with storage.folder_lock(out):
+        manifest = _open(out, scenario, dataset, split, victims, attacks, verify, accept_versions)
+    models = {name: model.to(rt.device) for name, (model, _, _) in victims.items()}
+
+    units = plan_units(scenario)
+    pixels = {name: (record.resize_to or record.image_size) ** 2 for name, (_, record, _) in victims.items()}
+    mine = assign(units, {u: estimated_cost(u, scenario, pixels) for u in units}, rt.world_size)[rt.rank]
+    plans = {p.name: p for p in scenario.attacks}
+    quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
+    unit_total = {u: quota[u.split] * len(u.plan(plans[u.attack]).points()) for u in mine}
+    pending = [u for u in mine if u.shard not in manifest.shards
+               or not _reusable(out, manifest, shard_file(u.shard), verify)]
+    overall = rt.progress.task("all cells" if rt.world_size == 1 else f"worker {rt.rank}/{rt.world_size}: its cells",
+                               sum(unit_total.values()), sum(unit_total[u] for u in mine if u not in pending))
+    made = {**rt.numerics, "worker": f"{rt.rank}/{rt.world_size}"}
+    made.pop("precision")  # training's; attacks always compute in float32
     versions = library_versions()
+    pools = {}
+    for unit in pending:
+        model = models[unit.victim]
+        key = (unit.victim, unit.split)
+        if key not in pools:
+            index = getattr(split, unit.split)
+            order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(
+                derive_seed(scenario.seed, unit.split)))]
+            pools[key] = _correctly_classified(model, dataset, order)
+        bar = rt.progress.task(unit.label, unit_total[unit])
+        start = time.time()
+        tensors, cells = run_job(
+            model, attacks[unit.attack], unit.plan(plans[unit.attack]), dataset, pools[key], quota[unit.split],
+            scenario, seed=unit.seed(scenario.seed), advance=lambda n: (bar.update(advance=n), overall.update(advance=n)))
+        tensors["attack"] = torch.full((len(tensors["images"]),), manifest.label_spaces.attacks.index(unit.attack))
+        tensors["victim"] = torch.full((len(tensors["images"]),), manifest.label_spaces.victims.index(unit.victim))
+        file = storage.save_tensors(out / shard_file(unit.shard), tensors,
+                                    {"format": FORMAT, "victim": unit.victim, "attack": unit.attack,
+                                     "split": unit.split})
+        shard = Shard(unit.victim, unit.attack, unit.split, len(tensors["images"]), cells,
+                      round(time.time() - start, 2),
+                      # accepted with --accept-versions: say what made this shard
+                      versions if versions != manifest.versions else None, made)
+        write_shard_record(out, unit.shard, shard, file)
+        with storage.folder_lock(out):
+            manifest = read_manifest(out, verify=False)  # this worker's own write; others' are read at the end
+            merge_shard(manifest, unit.shard, shard, file)
+            write_manifest(out, manifest)
+        storage.failpoint_event("after-job")
+        # cells that ran out of clean images or attempts will not fill: close the bars
+        short = unit_total[unit] - len(tensors["images"])
+        overall.update(advance=short)
+        bar.done(f"{short} short" if short else None, keep=False)
+    overall.done()
+    with storage.folder_lock(out):
+        return merge(out, scenario, verify=False)
+
+
+def merge(out: str | Path, scenario: Scenario | None = None, verify: bool = True) -> Manifest:
+    """Merge every finished shard's record under ``out/shards`` into the manifest, and mark the
+    data set complete when every unit of its scenario is there. Workers do this as they finish
+    (under the folder's lock); ``attribkit generate --merge`` does it by hand, after workers that
+    could not (killed ones, or ones on a file system without locks)."""
+    out = Path(out)
+    manifest = read_manifest(out, verify)
+    if scenario is None:
+        from .scenario import parse_scenario
+
+        scenario = parse_scenario(manifest.scenario)
+    units = plan_units(scenario)
+    for unit in units:
+        found = read_shard_record(out, unit.shard)
+        if found is not None and (out / shard_file(unit.shard)).is_file():
+            merge_shard(manifest, unit.shard, *found)
+    complete = all(u.shard in manifest.shards for u in units)
+    manifest.status = "complete" if complete else "partial"
+    manifest.totals = summarise(manifest)["totals"] if complete else None
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _open(out: Path, scenario: Scenario, dataset, split, victims: dict, attacks: dict[str, AttackSpec], verify: bool,
+          accept_versions: bool) -> Manifest:
+    """The data set's manifest, made (with the clean file) by the first worker; later ones check it
+    and merge the shards finished so far. Called under the folder's lock."""
+    previous = _check_out(out, scenario, verify, accept_versions)
+    manifest = previous or _new_manifest(scenario, dataset, split, attacks)
     for name, (_, record, sha) in victims.items():
         known = manifest.victims.get(name)
         if known and known.get("weights_sha256") != sha:
             raise DataError(f"victim {name!r} changed since {str(out)!r} was started (weights differ); "
                             f"use another --out")
         manifest.victims[name] = {**record.__dict__, "weights_sha256": sha}
-    out.mkdir(parents=True, exist_ok=True)
     if previous is None or not _reusable(out, manifest, CLEAN, verify):
         save_file(out, manifest, CLEAN, {"images": dataset.images, "labels": dataset.labels,
                                          "train_index": split.train, "test_index": split.test})
-    manifest.status = "partial"
-    write_manifest(out, manifest)
-
-    plans = {p.name: p for p in scenario.attacks}
-    jobs = plan_jobs(scenario)
-    quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
-    job_total = {j: quota[j.split] * len(plans[j.attack].points()) for j in jobs}
-    pending = [j for j in jobs if j.shard not in manifest.shards or not _reusable(out, manifest, shard_file(j.shard), verify)]
-    overall = rt.progress.task("all cells", sum(job_total.values()), sum(job_total[j] for j in jobs if j not in pending))
-    pools = {}
-    for job in pending:
-        model = victims[job.victim][0]
-        key = (job.victim, job.split)
-        if key not in pools:
-            index = getattr(split, job.split)
-            order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(
-                derive_seed(scenario.seed, job.split)))]
-            pools[key] = _correctly_classified(model, dataset, order)
-        bar = rt.progress.task(f"{job.victim} · {job.attack} · {job.split}", job_total[job])
-        start = time.time()
-        tensors, cells = run_job(
-            model, attacks[job.attack], plans[job.attack], dataset, pools[key], quota[job.split], scenario,
-            seed=derive_seed(scenario.seed, job.victim, job.attack, job.split),
-            advance=lambda n: (bar.update(advance=n), overall.update(advance=n)))
-        tensors["attack"] = torch.full((len(tensors["images"]),), manifest.label_spaces.attacks.index(job.attack))
-        tensors["victim"] = torch.full((len(tensors["images"]),), manifest.label_spaces.victims.index(job.victim))
-        save_file(out, manifest, shard_file(job.shard), tensors,
-                  {"format": FORMAT, "victim": job.victim, "attack": job.attack, "split": job.split})
-        manifest.shards[job.shard] = Shard(
-            job.victim, job.attack, job.split, len(tensors["images"]), cells, round(time.time() - start, 2),
-            # accepted with --accept-versions: say what made this shard
-            versions if versions != manifest.versions else None)
-        write_manifest(out, manifest)
-        # cells that ran out of clean images or attempts will not fill: close the bars
-        short = job_total[job] - len(tensors["images"])
-        overall.update(advance=short)
-        bar.done(f"{short} short" if short else None, keep=False)
-    overall.done()
-    manifest.status = "complete"
-    manifest.totals = summarise(manifest)["totals"]
+    for unit in plan_units(scenario):  # shards whose worker was stopped before it could merge them
+        found = read_shard_record(out, unit.shard)
+        if found is not None and unit.shard not in manifest.shards and (out / shard_file(unit.shard)).is_file():
+            merge_shard(manifest, unit.shard, *found)
+    manifest.status = "partial"  # until a worker finds every unit finished
     write_manifest(out, manifest)
     return manifest
 
@@ -221,11 +268,17 @@ def summarise(manifest: Manifest) -> dict:
 @torch.no_grad()
 def _correctly_classified(model, dataset, index: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Attacking an image the victim already gets wrong proves nothing."""
+    device = _device_of(model)
     keep = []
     for i in range(0, len(index), batch_size):
         idx = index[i:i + batch_size]
-        keep.append(idx[model(dataset.images[idx]).argmax(1) == dataset.labels[idx]])
+        right = model(dataset.images[idx].to(device)).argmax(1).cpu() == dataset.labels[idx]
+        keep.append(idx[right])
     return torch.cat(keep)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.buffers(), next(model.parameters(), torch.empty(0))).device
 
 
 def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tensor, quota: int, scenario: Scenario,
@@ -237,20 +290,23 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
     attempted = [0] * len(points)
     succeeded = [0] * len(points)
     max_attempts = int(scenario.max_attempts_factor * quota)
+    device = _device_of(model)
     hopeless = lambda i: scenario.pilot > 0 and attempted[i] >= scenario.pilot and succeeded[i] == 0
     for b, start in enumerate(range(0, len(pool), scenario.batch_size)):
         active = [i for i in range(len(points)) if need[i] > 0 and attempted[i] < max_attempts and not hopeless(i)]
         if not active:
             break
         idx = pool[start:start + scenario.batch_size]
-        x, y = dataset.images[idx], dataset.labels[idx]
-        goal = _targets(y, dataset.num_classes, derive_seed(seed, b, "target")) if spec.targeted else y
+        x, y = dataset.images[idx].to(device), dataset.labels[idx].to(device)
+        goal = _targets(dataset.labels[idx], dataset.num_classes, derive_seed(seed, b, "target")).to(device) \
+            if spec.targeted else y
         torch.manual_seed(derive_seed(seed, b))  # random starts (PGD) are reproducible per batch
         advs = spec.run(model, x, goal, [natural[i] for i in active], plan.settings)
         if len(advs) != len(active):
             raise AttribkitError(f"attack {spec.name!r} returned {len(advs)} batches for {len(active)} grid points")
         for i, adv in zip(active, advs):
-            rows = _measure(model, spec, adv, x, y, goal, idx, points[i], natural[i])
+            rows = {k: v.cpu() for k, v in _measure(model, spec, adv, x, y, goal, idx.to(device), points[i],
+                                                     natural[i]).items()}
             attempted[i] += len(idx)
             succeeded[i] += int(rows["success"].sum())
             take = torch.ones_like(rows["success"]) if scenario.keep_failed else rows["success"]
@@ -265,10 +321,10 @@ def run_job(model, spec: AttackSpec, plan: AttackPlan, dataset, pool: torch.Tens
              for i in range(len(points))]
     rows = [r for per_point in kept for r in per_point]
     if not rows:  # every example failed: an empty shard with the usual columns
-        one = dataset.labels[:1]
-        template = _measure(model, spec, dataset.images[:1], dataset.images[:1], one, one,
-                            torch.zeros(1, dtype=torch.long), points[0], natural[0])
-        return {k: v[:0] for k, v in template.items()}, cells
+        one, image = dataset.labels[:1].to(device), dataset.images[:1].to(device)
+        template = _measure(model, spec, image, image, one, one, torch.zeros(1, dtype=torch.long, device=device),
+                            points[0], natural[0])
+        return {k: v[:0].cpu() for k, v in template.items()}, cells
     return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}, cells
 
 
@@ -287,7 +343,7 @@ def _measure(model, spec: AttackSpec, adv, x, y, goal, idx, display: dict, natur
         raise AttribkitError(f"attack {spec.name!r} returned images outside [0, 1] or of the wrong shape")
     logits = model(adv)
     margin = -logit_margin(logits, goal) if spec.targeted else logit_margin(logits, y)
-    values = {k: torch.full((len(adv),), v) for k, v in natural.items()}
+    values = {k: torch.full((len(adv),), v, device=adv.device) for k, v in natural.items()}
     delta = (adv - x).flatten(1)
     rows = {
         "images": adv.float(), "clean_index": idx.long(), "label": y.long(),
@@ -297,5 +353,5 @@ def _measure(model, spec: AttackSpec, adv, x, y, goal, idx, display: dict, natur
         "l2": delta.norm(dim=1), "linf": delta.abs().amax(dim=1),
     }
     for k, v in display.items():
-        rows[f"hp_{k}"] = torch.full((len(adv),), float(v))
+        rows[f"hp_{k}"] = torch.full((len(adv),), float(v), device=adv.device)
     return rows

@@ -59,11 +59,15 @@ class Scenario:
     max_attempts_factor: float = 8.0  # give up on a cell after attacking this × its quota
     keep_failed: bool = False
     pilot: int = 0  # give up on a grid point that no attempt of the first `pilot` images succeeded on (0 = never)
+    work_unit: str = "job"  # one shard per (victim, attack, split), or per grid point of it: see generation/units.py
 
     def to_dict(self) -> dict:
         data = json.loads(json.dumps(asdict(self)))  # lists, as it reads back from manifest.json
-        if not self.pilot:  # absent when off: data sets made before the pilot keep their fingerprint
+        # absent when off: data sets made before these keys existed keep their fingerprint
+        if not self.pilot:
             data.pop("pilot")
+        if self.work_unit == "job":
+            data.pop("work_unit")
         return data
 
     def fingerprint(self) -> str:
@@ -74,7 +78,7 @@ class Scenario:
 
 
 _TOP_KEYS = {"name", "dataset", "seed", "test_fraction", "zoo", "victims", "attacks", "cells", "batch_size",
-             "max_attempts_factor", "keep_failed", "pilot", "description"}
+             "max_attempts_factor", "keep_failed", "pilot", "work_unit", "description"}
 _CELL_KEYS = {"train", "test"}
 _ATTACK_KEYS = {"name", "grid", "settings"}
 _VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to"}
@@ -235,6 +239,7 @@ def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins
         max_attempts_factor=_finite(data.get("max_attempts_factor", 8.0), "max_attempts_factor"),
         keep_failed=_typed(data.get("keep_failed", False), bool, "keep_failed"),
         pilot=_typed(data.get("pilot", 0), int, "pilot"),
+        work_unit=_typed(data.get("work_unit", "job"), str, "work_unit"),
     )
     if not 0 < sc.test_fraction < 1:
         raise ScenarioError(f"test_fraction must be in (0, 1), got {sc.test_fraction}")
@@ -244,6 +249,9 @@ def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins
         raise ScenarioError(f"max_attempts_factor must be ≥ 1, got {sc.max_attempts_factor:g}")
     if sc.pilot < 0:
         raise ScenarioError(f"pilot must be a number of images ≥ 0 (0 = off), got {sc.pilot}")
+    if sc.work_unit not in ("job", "point"):
+        raise ScenarioError(f"work_unit must be \"job\" (one shard per victim × attack × split) or \"point\" "
+                            f"(one per grid point of it), got {sc.work_unit!r}")
     if sc.pilot and sc.keep_failed:
         raise ScenarioError("pilot and keep_failed = true cannot be combined: a point whose failures are kept "
                             "is never hopeless")

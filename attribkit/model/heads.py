@@ -127,6 +127,18 @@ class Head(nn.Module):
         return []
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` where ``mask`` holds, 0 (still part of the graph) where it never does.
+
+    Written so that the host never waits for the device: a boolean index
+    (``values[mask]``) or an ``if mask.any()`` asks a GPU how many are true,
+    once per head and training step. Where ``mask`` is false, ``values`` must
+    still be finite (replace a NaN target before computing them): 0 × NaN
+    would reach the gradient."""
+    weight = mask.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp_min(1)
+
+
 def predicted_class(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(probability, index) of each example's most likely class."""
     return output.softmax(1).max(1)
@@ -154,7 +166,7 @@ class ClassificationHead(Head):
 
     def loss(self, output, labels):
         y, mask = self.target(labels)
-        return F.cross_entropy(output[mask], y[mask]) if mask.any() else output.sum() * 0
+        return masked_mean(F.cross_entropy(output, torch.where(mask, y, 0), reduction="none"), mask)
 
     def correct(self, output: torch.Tensor, labels: Labels) -> torch.Tensor:
         target, mask = self.target(labels)
@@ -217,7 +229,8 @@ class RegressionHead(Head):
 
     def loss(self, output, labels):
         y, mask = self.target(labels)
-        return F.mse_loss(output[mask], ((y - self.mean) / self.std)[mask]) if mask.any() else output.sum() * 0
+        z = torch.where(mask, (y - self.mean) / self.std, 0)
+        return masked_mean((output.float() - z) ** 2, mask)
 
     def scores(self, outputs, labels):
         y, mask = self.target(labels)

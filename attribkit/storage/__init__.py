@@ -16,12 +16,15 @@ change a file can change its record too.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import signal
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,9 @@ from ..errors import AttribkitError, DataError
 CONTENT_HASH = "content_sha256"
 FILES = "files"
 METADATA_KEY = "attribkit"  # the one safetensors metadata entry we write
-FAILPOINT_ENV = "ATTRIBKIT_FAILPOINT"  # "N:before-rename" or "N:after-rename": SIGKILL at the N-th write (tests)
+# crash tests: "N:PHASE" SIGKILLs this process at the N-th event of PHASE: "before-rename" or "after-rename"
+# of a write, or "after-job" of generation; "N:PHASE@R" only in the worker whose RANK is R
+FAILPOINT_ENV = "ATTRIBKIT_FAILPOINT"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -90,16 +95,52 @@ def record_of_file(path: str | Path) -> FileRecord:
 # --- writing -------------------------------------------------------------
 
 _writes = 0
+_events: dict[str, int] = {}
 
 
-def _failpoint(phase: str) -> None:
-    """Crash-test hook: kill this process (SIGKILL, no clean-up) at the N-th write."""
+def _failpoint(phase: str, count: int | None = None) -> None:
+    """Crash-test hook: kill this process (SIGKILL, no clean-up) at the N-th write or event."""
     spec = os.environ.get(FAILPOINT_ENV)
     if not spec:
         return
-    count, _, where = spec.partition(":")
-    if where == phase and _writes == int(count):
+    spec, _, rank = spec.partition("@")
+    if rank and os.environ.get("RANK", "0") != rank:
+        return
+    wanted, _, where = spec.partition(":")
+    if where == phase and (_writes if count is None else count) == int(wanted):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failpoint_event(phase: str) -> None:
+    """Count one event of ``phase`` (e.g. "after-job") for the crash-test hook."""
+    _events[phase] = _events.get(phase, 0) + 1
+    _failpoint(phase, _events[phase])
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path):
+    """Exclusive across processes and machines that share ``folder`` (a POSIX lock, which NFS
+    carries between machines): for the read-modify-write of a record that several workers update."""
+    path = Path(folder) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as exc:
+        raise AttribkitError(f"cannot create the lock file {str(path)!r}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise AttribkitError(f"the file system of {str(folder)!r} does not support file locks "
+                                     f"({exc.strerror}), which workers sharing a folder need; give each worker its "
+                                     f"own --out, or run one worker") from None
+            raise
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _fsync_dir(folder: Path) -> None:

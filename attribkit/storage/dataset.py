@@ -3,7 +3,12 @@
     OUT/manifest.json          scenario, versions, label spaces, per-cell counts, and the
                                sha256 of every file below ("files") and of itself
     OUT/clean.safetensors      the clean images and labels, and the split
-    OUT/shards/VICTIM__ATTACK__SPLIT.safetensors   one finished job each
+    OUT/shards/VICTIM__ATTACK__SPLIT.safetensors   one finished unit of work each (a job, or
+                               one grid point of it: VICTIM__ATTACK__SPLIT__eps20.safetensors)
+    OUT/shards/*.json          each shard's own record (its counts, seconds, the device that made
+                               it, its sha256), written after the shard: what workers sharing
+                               OUT merge into the manifest
+    OUT/.lock                  held by a worker while it updates the manifest
 
 Every file goes through :mod:`attribkit.storage`: written atomically, its hash
 recorded in the manifest, checked when it is read back. The manifest never
@@ -18,18 +23,50 @@ from typing import Iterable
 import torch
 
 from .. import storage
-from ..errors import DataError
-from ..records import DATA_FORMAT, Manifest
+from ..errors import AttribkitError, DataError
+from ..records import DATA_FORMAT, Manifest, Shard
 
 MANIFEST = "manifest.json"
 CLEAN = "clean.safetensors"
 SHARDS = "shards"
 FORMAT = DATA_FORMAT
+SHARD_RECORD = "attribkit-shard/1"
 
 
 def shard_file(shard: str) -> str:
     """A shard's path relative to the data set folder, as "files" records it."""
     return f"{SHARDS}/{shard}"
+
+
+def shard_record_file(shard: str) -> str:
+    return f"{SHARDS}/{shard.removesuffix('.safetensors')}.json"
+
+
+def write_shard_record(out: Path, name: str, shard: Shard, file: storage.FileRecord) -> None:
+    """A finished shard's record, written after the shard itself: it names only a complete file."""
+    storage.write_json_record(Path(out) / shard_record_file(name),
+                              {"format": SHARD_RECORD, "shard": name, **shard.to_json(), "file": file.to_json()})
+
+
+def read_shard_record(out: Path, name: str) -> tuple[Shard, storage.FileRecord] | None:
+    """A shard's record, or None if there is none; a damaged one is reported and counts as none
+    (its shard is made again)."""
+    path = Path(out) / shard_record_file(name)
+    if not path.exists():
+        return None
+    try:
+        data = storage.read_json_record(path, SHARD_RECORD, "a shard record", DataError).data
+        if data.get("shard") != name:
+            raise DataError(f"{str(path)!r} is the record of {data.get('shard')!r}")
+        return Shard.from_json(name, data, str(path)), storage.FileRecord.from_json(data.get("file"), str(path))
+    except AttribkitError as exc:  # malformed, or its content hash does not match
+        storage.notice(f"{exc}; its shard will be made again")
+        return None
+
+
+def merge_shard(manifest: Manifest, name: str, shard: Shard, file: storage.FileRecord) -> None:
+    manifest.shards[name] = shard
+    manifest.files[shard_file(name)] = file.to_json()
 
 
 def data_files(shards: Iterable[str]) -> list[str]:
@@ -38,6 +75,9 @@ def data_files(shards: Iterable[str]) -> list[str]:
 
 
 def write_manifest(out: Path, manifest: Manifest) -> None:
+    # in name order: workers finish shards in any order, and the manifest must not depend on it
+    manifest.shards = dict(sorted(manifest.shards.items()))
+    manifest.files = dict(sorted(manifest.files.items()))
     storage.write_json_record(Path(out) / MANIFEST, manifest.to_json())
 
 

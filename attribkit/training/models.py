@@ -8,6 +8,7 @@ registered: nothing here knows any head by name.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -103,19 +104,29 @@ def build_members(config: TrainConfig, spaces: LabelSpaces, stats: dict, columns
     return {config.model: member(plain, specs, context(heads=together))}
 
 
+def device_of(members: dict[str, Member]) -> torch.device:
+    """Where the members' weights are (all of a model's members live on one device)."""
+    return next(next(iter(members.values())).net.parameters()).device
+
+
 @torch.no_grad()
 def predict(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Every head's raw output for a batch of images, all members merged."""
+    """Every head's raw output for a batch of images, all members merged: computed on the
+    members' device, returned on the CPU (where scores, answers and figures are made)."""
+    device = device_of(members)
     for m in members.values():
         m.net.eval()
     chunks = []
     for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size].to(device)
         out: dict[str, torch.Tensor] = {}
         for m in members.values():
-            out.update(m.net(images[i:i + batch_size]))
-        chunks.append(out)
+            out.update(m.net(batch))
+        chunks.append({k: v.cpu() for k, v in out.items()})
     return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
 
 def heads_of(members: dict[str, Member]) -> dict[str, nn.Module]:
-    return {h.name: h for m in members.values() for h in m.net.head_list()}
+    """Every head by name, on the CPU as :func:`predict`'s outputs are (a copy, if the model is elsewhere)."""
+    on_cpu = device_of(members).type == "cpu"
+    return {h.name: h if on_cpu else copy.deepcopy(h).cpu() for m in members.values() for h in m.net.head_list()}

@@ -123,7 +123,8 @@ def load_run(run: str | Path, verify: bool = True, runtime: Runtime | None = Non
             except RuntimeError as exc:
                 first = str(exc).strip().splitlines()[0]
                 raise AttribkitError(f"weights in {str(run / WEIGHTS)!r} do not match the run's config ({first})") from None
-        m.net.eval()
+        m.net.eval().to(rt.device)
+        m.weighting.to(rt.device)
     return meta, members
 
 

@@ -25,7 +25,9 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify:
     checking its files against their recorded hashes. Progress (a bar per
     member, with each epoch's metrics) goes to the runtime's progress sink."""
     rt = runtime_of(runtime)
-    with rt.progress.stage("train"):
+    if rt.world_size > 1:
+        raise AttribkitError(f"training runs as one process for now, not as worker {rt.rank} of {rt.world_size}")
+    with rt.progress.stage("train"), rt.numerics_in_effect():
         return _train(Path(data_dir), config, Path(out), verify, rt)
 
 
@@ -42,6 +44,9 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     heads = fit_heads(applicable_heads(columns, config, rt.plugins), train_data.labels, spaces, config, rt.plugins)
     in_chans, image_size = train_data.images.shape[1], train_data.images.shape[-1]
     members = build_members(config, spaces, stats, columns, in_chans, image_size, heads, registry=rt.plugins)
+    for m in members.values():
+        m.net.to(rt.device)
+        m.weighting.to(rt.device)
     meta = RunMeta(
         config.to_dict(), heads, spaces, stats, columns, in_chans, image_size, list(members),
         data={"path": str(data_dir), "fingerprint": train_data.fingerprint, "train": len(train_data),
@@ -56,7 +61,7 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     for name, member in members.items():
         history += _fit(name, member, finished, history, train_data, watched, config, rt)
         finished[name] = member
-    results = {"seconds": round(time.time() - start, 1)}
+    results = {"seconds": round(time.time() - start, 1), "runtime": rt.numerics}
     if validation is not None:
         results["final_validation_metrics"] = _metrics(members, validation, config)
     results["final_test_metrics"] = _metrics(members, test_data, config)
@@ -100,30 +105,44 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
     history, step = [], 0
     bar = rt.progress.task(f"train {name}", total)
     theirs = {k for row in earlier for k in row if k not in ("member", "epoch", "train_loss", "split", "examples")}
+    device, pinned = rt.device, rt.is_cuda
+    # fp16 needs its gradients scaled (bf16 has fp32's range); the scaler's overflow check is one host sync a step
+    scaler = torch.amp.GradScaler(device.type) if rt.precision == "fp16" else None
     for epoch in range(1, config.epochs + 1):
         net.train()
         order = torch.randperm(len(train_data), generator=gen)
-        running, count = 0.0, 0
+        # kept on the device, read once an epoch: a Python number per step would stop the host at every step
+        running = torch.zeros((), dtype=torch.float64, device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        count = 0
         for i in range(0, len(order), config.batch_size):
             idx = order[i:i + config.batch_size]
-            labels = train_data.labels.take(idx)
-            outputs, ae_loss = net.forward_train(images[idx], train_data.clean[idx])
-            losses = {h.name: h.loss(outputs[h.name], labels) for h in heads}
-            loss = member.weighting(losses)
-            if ae_loss is not None:
-                loss = loss + config.ae_weight * ae_loss
-            if not torch.isfinite(loss):
-                raise AttribkitError(f"training {name}: loss became {loss.item()} at epoch {epoch}; try a lower lr")
+            labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
+            x, clean = images[idx].to(device, non_blocking=pinned), train_data.clean[idx].to(device, non_blocking=pinned)
+            with rt.autocast():
+                outputs, ae_loss = net.forward_train(x, clean)
+                losses = {h.name: h.loss(outputs[h.name], labels) for h in heads}
+                loss = member.weighting(losses)
+                if ae_loss is not None:
+                    loss = loss + config.ae_weight * ae_loss
+            finite &= torch.isfinite(loss.detach())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             sched.step()
             step += 1
-            running += loss.item() * len(idx)
+            running += loss.detach().double() * len(idx)
             count += len(idx)
             bar.update(completed=step)
+        if not finite:
+            raise AttribkitError(f"training {name}: the loss became NaN or infinite in epoch {epoch}; try a lower lr")
         metrics = {k: v for k, v in _metrics({**finished, name: member}, watched[0], config).items() if k not in theirs}
-        row = {"member": name, "epoch": epoch, "train_loss": round(running / count, 5), "split": watched[1],
+        row = {"member": name, "epoch": epoch, "train_loss": round(float(running) / count, 5), "split": watched[1],
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         history.append(row)
         bar.update(info=epoch_text(epoch, config.epochs, row))

@@ -48,22 +48,28 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     model.eval()
-    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+    device = next(model.parameters()).device
+    correct = sum((model(images[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
                   for i in range(0, len(images), batch_size))
     return correct / max(1, len(images))
 
 
+LOSS_EVERY = 25  # steps between the losses a progress bar shows: reading one waits for the device
+
+
 def train_victim(
     record: VictimRecord, dataset: Dataset, *, epochs: int = 8, batch_size: int = 64, lr: float | None = None,
-    seed: int = 0, test_fraction: float = 0.2, on_step: Callable[[int, int, float], None] | None = None,
-    registry: plugins.Registry | None = None,
+    seed: int = 0, test_fraction: float = 0.2, on_step: Callable[[int, int, float | None], None] | None = None,
+    registry: plugins.Registry | None = None, device: torch.device | str = "cpu",
 ) -> tuple[Victim, VictimRecord]:
-    """Train on the clean training split; report accuracy on the test split."""
+    """Train on the clean training split; report accuracy on the test split.
+    ``on_step(step, total, loss)`` gets the loss every :data:`LOSS_EVERY` steps and
+    at the last, None in between. The victim comes back on the CPU, frozen."""
     torch.manual_seed(seed)
     spec = (registry or plugins.registry()).get("victims", record.architecture)
     lr = spec.lr if lr is None else lr
     net = spec.build(num_classes=record.num_classes, in_chans=record.in_chans, width=record.width)
-    model = wrap(record, net)
+    model = wrap(record, net).to(device)
     split = split_dataset(dataset.labels, test_fraction, seed)
     x, y = dataset.images[split.train], dataset.labels[split.train]
     steps_per_epoch = math.ceil(len(x) / batch_size)
@@ -77,21 +83,21 @@ def train_victim(
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(_shift(x[idx], gen)), y[idx])
+            loss = F.cross_entropy(model(_shift(x[idx], gen).to(device)), y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             if on_step:
-                on_step(step, total, loss.item())
+                on_step(step, total, loss.item() if step % LOSS_EVERY == 0 or step == total else None)
     record.test_accuracy = accuracy(model, dataset.images[split.test], dataset.labels[split.test])
     record.seed = seed
     record.training = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="AdamW+OneCycle",
                            test_fraction=test_fraction, train_images=len(x), test_images=len(split.test),
                            seconds=round(time.time() - start, 1))
     record.versions = library_versions()
-    return model.freeze(), record
+    return model.cpu().freeze(), record
 
 
 
@@ -115,7 +121,7 @@ def train_zoo(zoo, architectures, dataset: Dataset, *, width: float | None = Non
     """Train each architecture into ``zoo`` unless it is already there (a bar per
     victim trained, a note per victim found, in the runtime's progress sink)."""
     rt = runtime_of(runtime)
-    with rt.progress.stage("victims"):
+    with rt.progress.stage("victims"), rt.numerics_in_effect():
         return _train_zoo(zoo, architectures, dataset, width, epochs, seed, force, rt)
 
 
@@ -129,9 +135,10 @@ def _train_zoo(zoo, architectures, dataset: Dataset, width, epochs, seed, force,
         trained = force or not _intact(zoo, record.name)
         if trained:
             bar = rt.progress.task(f"train {arch}", 1)
-            model, record = train_victim(record, dataset, epochs=epochs, seed=seed, registry=registry,
-                                         on_step=lambda step, total, loss: bar.update(completed=step, total=total,
-                                                                                      info=f"loss {loss:.3f}"))
+            model, record = train_victim(
+                record, dataset, epochs=epochs, seed=seed, registry=registry, device=rt.device,
+                on_step=lambda step, total, loss: bar.update(completed=step, total=total,
+                                                             info=None if loss is None else f"loss {loss:.3f}"))
             save_victim(zoo, record, model)
             bar.done(f"test acc {record.test_accuracy:.2%}")
         else:
