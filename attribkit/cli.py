@@ -387,9 +387,12 @@ def train_cmd(data_dir, out, device, tf32, precision, no_verify, as_json, **opti
     """
     _warn_plugin_errors()
     config = TrainConfig(**options)
-    meta = _train(data_dir, config, out, verify=not no_verify, runtime=_runtime(device, tf32, precision))
+    rt = _runtime(device, tf32, precision, workers=True)
+    meta = _train(data_dir, config, out, verify=not no_verify, runtime=rt)
     summary = {"run": out, "model": config.model, "seconds": meta.seconds, "parameters": meta.parameters,
                "validation": meta.final_validation_metrics, "test": meta.final_test_metrics}
+    if rt.rank != 0:  # worker 0 wrote the run and says so
+        return
     if as_json:
         _echo_json(summary)
     else:

@@ -95,3 +95,15 @@ def test_every_computing_command_takes_a_device(monkeypatch):
     result = CliRunner().invoke(cli, ["victims", "train", "--device", "tpu"])
     assert result.exit_code == 1 and "device 'tpu': expected cpu" in result.output
     assert os.environ["ATTRIBKIT_DEVICE"] == "cpu"  # conftest: the CLI's default here
+
+
+def test_training_as_a_worker_outside_torchrun_says_how_to_start_it(monkeypatch, tmp_path):
+    from attribkit import train
+    from attribkit.training.config import TrainConfig
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(AttribkitError, match="worker 1 of 2: MASTER_ADDR and MASTER_PORT not set; start the workers "
+                                             "with torchrun"):
+        train(tmp_path / "data", TrainConfig(), tmp_path / "run", runtime=Runtime(rank=1, world_size=2))
+    assert not (tmp_path / "run").exists()

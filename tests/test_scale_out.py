@@ -1,7 +1,7 @@
-"""Several real worker processes make one data set: torchrun (the launcher we
-document), a worker killed half-way, and two job-array workers started at once.
-Whatever the number of workers, the data files must be byte-identical to one
-process's.
+"""Several real worker processes: for generate, torchrun (the launcher we
+document), a worker killed half-way, and two job-array workers started at once,
+whatever the number of workers, the data files must be byte-identical to one
+process's; for train, two gloo workers (DistributedDataParallel).
 
 Every process gets one thread (OMP_NUM_THREADS=1): torchrun sets that when it
 starts several workers, and a CPU reduction may add in another order with
@@ -12,8 +12,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from attribkit import storage
 
@@ -123,3 +126,35 @@ def test_two_job_array_workers_started_at_once_on_an_empty_folder(setup, tiny_zo
     assert data_files(out) == data_files(alone)
     ours, made_by = manifest_of(out)
     assert ours == manifest_of(alone)[0] and made_by == {"0/2", "1/2"}
+
+
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+
+
+def test_two_gloo_workers_train_to_identical_weights(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    done = torchrun(2, WORKER, "epoch", str(tiny_data), str(out))
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    ranks = [load_file(f"{out}.rank{r}.safetensors") for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # DDP kept the replicas in step
+    meta = json.loads((out / "run.json").read_text())  # worker 0 wrote the run
+    assert meta["runtime"]["workers"] == 2 and meta["final_test_metrics"]["examples"] > 0
+    written = load_file(out / "weights.safetensors")
+    assert all(torch.equal(written[f"mtaa/{k}"], v) for k, v in ranks[0].items())
+
+
+def test_one_step_of_two_workers_matches_one_process(tiny_data, tmp_path):
+    # with BatchNorm frozen every example's gradient is its own, and the average of the two
+    # workers' mean gradients is the mean over the whole batch; only the summation order differs
+    alone = subprocess.run([sys.executable, WORKER, "step", str(tiny_data), str(tmp_path / "alone")], env=ENV,
+                           capture_output=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr.decode()[-3000:]
+    done = torchrun(2, WORKER, "step", str(tiny_data), str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    one, two = load_file(tmp_path / "alone.rank0.safetensors"), load_file(tmp_path / "two.rank0.safetensors")
+    assert one.keys() == two.keys() and any(k.startswith("grad.") for k in one)
+    for key in one:
+        assert torch.allclose(one[key], two[key], rtol=1e-4, atol=1e-6), key
+    other = load_file(tmp_path / "two.rank1.safetensors")
+    assert all(torch.equal(two[k], other[k]) for k in two)  # and both workers took the same step

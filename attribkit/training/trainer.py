@@ -1,21 +1,25 @@
-"""``attribkit train``: fit an attribution model on a generated data set."""
+"""``attribkit train``: fit an attribution model on a generated data set, in one
+process or as several torchrun workers (:mod:`attribkit.training.distributed`)."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import AttribkitError
 from ..records import RunMeta
-from ..runtime import Runtime, runtime_of
+from ..runtime import Quiet, Runtime, runtime_of
 from ..versions import library_versions
+from . import distributed
 from .config import TrainConfig
 from .data import AttributionData, cap_per_cell, load_attribution_data, quantize, split_validation, target_stats
 from .metrics import evaluate_members
-from .models import Member, applicable_heads, build_members, fit_heads
+from .models import Member, applicable_heads, build_members, fit_heads, predict
 from .run import save_run
 
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify: bool = True,
@@ -23,11 +27,15 @@ def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify:
     """Train, then write the run folder ``out`` in one step at the end (see
     :mod:`attribkit.training.run`). ``verify=False`` reads the data set without
     checking its files against their recorded hashes. Progress (a bar per
-    member, with each epoch's metrics) goes to the runtime's progress sink."""
+    member, with each epoch's metrics) goes to the runtime's progress sink.
+
+    With a runtime of several workers (torchrun), each trains on its share of
+    every batch with DistributedDataParallel; only worker 0 reports progress
+    and writes ``out``, and every worker returns once it is written."""
     rt = runtime_of(runtime)
-    if rt.world_size > 1:
-        raise AttribkitError(f"training runs as one process for now, not as worker {rt.rank} of {rt.world_size}")
-    with rt.progress.stage("train"), rt.numerics_in_effect():
+    if rt.rank != 0:
+        rt = replace(rt, progress=Quiet())
+    with rt.progress.stage("train"), rt.numerics_in_effect(), distributed.process_group(rt):
         return _train(Path(data_dir), config, Path(out), verify, rt)
 
 
@@ -61,18 +69,47 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     for name, member in members.items():
         history += _fit(name, member, finished, history, train_data, watched, config, rt)
         finished[name] = member
-    results = {"seconds": round(time.time() - start, 1), "runtime": rt.numerics}
+    results = {"seconds": round(time.time() - start, 1), "runtime": {**rt.numerics, "workers": rt.world_size}}
     if validation is not None:
-        results["final_validation_metrics"] = _metrics(members, validation, config)
-    results["final_test_metrics"] = _metrics(members, test_data, config)
+        results["final_validation_metrics"] = _metrics(members, validation, config, rt)
+    results["final_test_metrics"] = _metrics(members, test_data, config, rt)
     results["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
     meta = meta.with_results(**results)
-    save_run(out, meta, members, history)
+    if rt.rank == 0:
+        save_run(out, meta, members, history)
+    distributed.barrier(rt)
     return meta
 
 
-def _metrics(members: dict[str, Member], data: AttributionData, config: TrainConfig) -> dict:
-    return evaluate_members(members, data, config.quantize)
+def _metrics(members: dict[str, Member], data: AttributionData, config: TrainConfig, rt: Runtime) -> dict:
+    """The members' metrics on ``data``; several workers each predict a share and gather the outputs."""
+    images = quantize(data.images) if config.quantize else data.images
+    mine = distributed.my_share(torch.arange(len(data)), rt)
+    share = images[int(mine[0]):int(mine[-1]) + 1] if len(mine) else images[:0]  # a view: a share is contiguous
+    outputs = distributed.gather(predict(members, share), rt)
+    return evaluate_members(members, data, config.quantize, outputs)
+
+
+class Objective(nn.Module):
+    """A member's whole training loss as one module, its network and its uncertainty weights
+    together: DistributedDataParallel then averages the gradients of both."""
+
+    def __init__(self, member: Member, ae_weight: float):
+        super().__init__()
+        self.net, self.weighting, self.ae_weight = member.net, member.weighting, ae_weight
+
+    def forward(self, x: torch.Tensor, clean: torch.Tensor, labels) -> torch.Tensor:
+        outputs, ae_loss = self.net.forward_train(x, clean)
+        loss = self.weighting({h.name: h.loss(outputs[h.name], labels) for h in self.net.head_list()})
+        return loss if ae_loss is None else loss + self.ae_weight * ae_loss
+
+
+def _wrapped(objective: Objective, rt: Runtime) -> nn.Module:
+    if rt.world_size == 1:
+        return objective
+    # static_graph: a head may leave a branch unused (--head attack), always the same one
+    return nn.parallel.DistributedDataParallel(objective, device_ids=[rt.device] if rt.is_cuda else None,
+                                               static_graph=True)
 
 
 def epoch_text(epoch: int, epochs: int, row: dict) -> str:
@@ -93,7 +130,8 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
     """Train one member. Its per-epoch metrics are measured together with the members already
     trained (a per-attack regressor answers for the attack another member predicts) and keep only
     what those members did not already report."""
-    net, heads = member.net, member.net.head_list()
+    net = member.net
+    objective = _wrapped(Objective(member, config.ae_weight), rt)
     # log σ is a task weight, not a model weight: no decay on it
     opt = torch.optim.Adam([{"params": list(net.parameters()), "weight_decay": config.weight_decay},
                             {"params": list(member.weighting.parameters()), "weight_decay": 0.0}], lr=config.lr)
@@ -116,15 +154,13 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
         finite = torch.ones((), dtype=torch.bool, device=device)
         count = 0
         for i in range(0, len(order), config.batch_size):
-            idx = order[i:i + config.batch_size]
+            if len(order) - i < rt.world_size:  # a last batch too small to give every worker an example
+                break
+            idx = distributed.my_share(order[i:i + config.batch_size], rt)
             labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
             x, clean = images[idx].to(device, non_blocking=pinned), train_data.clean[idx].to(device, non_blocking=pinned)
             with rt.autocast():
-                outputs, ae_loss = net.forward_train(x, clean)
-                losses = {h.name: h.loss(outputs[h.name], labels) for h in heads}
-                loss = member.weighting(losses)
-                if ae_loss is not None:
-                    loss = loss + config.ae_weight * ae_loss
+                loss = objective(x, clean, labels)
             finite &= torch.isfinite(loss.detach())
             opt.zero_grad(set_to_none=True)
             if scaler is None:
@@ -139,10 +175,14 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
             running += loss.detach().double() * len(idx)
             count += len(idx)
             bar.update(completed=step)
-        if not finite:
+        distributed.share_buffers(net, rt)
+        running, count, bad = distributed.add_up([running, torch.tensor(count, device=device),
+                                                  (~finite).to(torch.int32)], rt)
+        if bad:
             raise AttribkitError(f"training {name}: the loss became NaN or infinite in epoch {epoch}; try a lower lr")
-        metrics = {k: v for k, v in _metrics({**finished, name: member}, watched[0], config).items() if k not in theirs}
-        row = {"member": name, "epoch": epoch, "train_loss": round(float(running) / count, 5), "split": watched[1],
+        metrics = {k: v for k, v in _metrics({**finished, name: member}, watched[0], config, rt).items()
+                   if k not in theirs}
+        row = {"member": name, "epoch": epoch, "train_loss": round(float(running) / int(count), 5), "split": watched[1],
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         history.append(row)
         bar.update(info=epoch_text(epoch, config.epochs, row))
