@@ -190,7 +190,8 @@ class Dataset:
             raise AttribkitError(f"dataset {self.name!r}: images must be (N, C, H, W), got {tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise AttribkitError(f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
-        if not torch.isfinite(self.images).all():
+        # in chunks: isfinite's temporaries are 1.7× its input, 50 GB for 50,000 ImageNet images at once
+        if not all(torch.isfinite(chunk).all() for chunk in self.images.split(256)):
             raise AttribkitError(f"dataset {self.name!r}: images contain NaN or infinity")
 
     @property

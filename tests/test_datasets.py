@@ -67,6 +67,14 @@ def test_folder_dataset_rejects_unreadable_and_mixed_images(tmp_path):
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         load_dataset(f"folder:{tmp_path}")
     (tmp_path / "dog" / "broken.png").unlink()
+    # a header that reads and pixels that do not: found while decoding, after the sizes were checked
+    noise = np.random.default_rng(0).integers(0, 256, (12, 12), dtype=np.uint8)  # does not compress away
+    Image.fromarray(noise, "L").save(tmp_path / "dog" / "truncated.png")
+    png = (tmp_path / "dog" / "truncated.png").read_bytes()
+    (tmp_path / "dog" / "truncated.png").write_bytes(png[:len(png) - 40])
+    with pytest.raises(DataError, match="cannot read image .*truncated.png': image file is truncated"):
+        load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "dog" / "truncated.png").unlink()
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "cat" / "small.png")
     with pytest.raises(DataError, match="mixes image sizes"):
         load_dataset(f"folder:{tmp_path}")

@@ -58,6 +58,37 @@ def test_fingerprint_ignores_where_the_zoo_is_but_not_what_is_generated():
     assert parse_scenario(base(seed=1)).fingerprint() != parse_scenario(base(seed=2)).fingerprint()
 
 
+def test_builtin_scenarios_keep_their_fingerprints():
+    # a data set resumes only under the fingerprint it was started with: new keys must leave these alone
+    assert load_scenario("quick").fingerprint() == "3accd7c55a467ca9"
+    assert load_scenario("paper-mnist").fingerprint() == "4be0fa3bf8ff41e0"
+
+
+EXTERNAL = {"name": "mine", "timm": "resnet50", "checkpoint": "mine.safetensors"}
+
+
+def test_a_named_normalization_is_its_mean_and_std():
+    named = parse_scenario(base(victims=[{**EXTERNAL, "normalization": "imagenet"}]))
+    typed = parse_scenario(base(victims=[{**EXTERNAL, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}]))
+    assert named.victims == typed.victims and named.fingerprint() == typed.fingerprint()
+    assert named.victims[0].mean == (0.485, 0.456, 0.406) and named.victims[0].std == (0.229, 0.224, 0.225)
+    inception = parse_scenario(base(victims=[{**EXTERNAL, "normalization": "inception"}])).victims[0]
+    assert inception.mean == inception.std == (0.5, 0.5, 0.5)
+    assert named.fingerprint() != parse_scenario(base(victims=[EXTERNAL])).fingerprint()
+
+
+@pytest.mark.parametrize("victim, message", [
+    ({**EXTERNAL, "normalization": "cifar"}, r"victims\[0\].normalization: unknown 'cifar' \(known: imagenet, inception; "
+                                             r"or give mean and std\)"),
+    ({**EXTERNAL, "normalization": 1}, r"victims\[0\].normalization: expected str"),
+    ({**EXTERNAL, "normalization": "imagenet", "std": [0.2]}, "either normalization or mean and std, not both"),
+    ({"name": "zoo-victim", "normalization": "imagenet"}, "only an external victim"),
+])
+def test_bad_normalizations_are_refused(victim, message):
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(base(victims=[victim]))
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"colour": 1}, "unknown key 'colour'"),
     ({"cells": {"train": 4}}, r"cells.test: expected int, got NoneType"),

@@ -81,7 +81,13 @@ _TOP_KEYS = {"name", "dataset", "seed", "test_fraction", "zoo", "victims", "atta
              "max_attempts_factor", "keep_failed", "pilot", "work_unit", "description"}
 _CELL_KEYS = {"train", "test"}
 _ATTACK_KEYS = {"name", "grid", "settings"}
-_VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to"}
+_VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to", "normalization"}
+# what a pretrained checkpoint expects its input normalised with (timm's constants). A name is
+# shorthand for typing the numbers: it parses to the same mean and std, so the same fingerprint.
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's and most of timm's weights
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # TensorFlow-trained weights (Inception, tf_* models)
+}
 
 
 def _check_keys(table: dict, allowed: set[str], where: str) -> None:
@@ -191,11 +197,14 @@ def _victim(entry, i: int) -> VictimRef:
     if ("timm" in entry) != ("checkpoint" in entry):
         raise ScenarioError(f"{where}: an external victim needs both 'timm' and 'checkpoint'")
     seq = lambda k: tuple(_finite(v, f"{where}.{k}") for v in _typed(entry[k], list, f"{where}.{k}"))
+    mean, std = seq("mean") if "mean" in entry else None, seq("std") if "std" in entry else None
+    if "normalization" in entry:
+        mean, std = _normalization(entry, where)
     ref = VictimRef(
         _typed(entry["name"], str, f"{where}.name"),
         _typed(entry["timm"], str, f"{where}.timm") if "timm" in entry else None,
         _typed(entry["checkpoint"], str, f"{where}.checkpoint") if "checkpoint" in entry else None,
-        seq("mean") if "mean" in entry else None, seq("std") if "std" in entry else None,
+        mean, std,
         _typed(entry["resize_to"], int, f"{where}.resize_to") if "resize_to" in entry else None,
     )
     if ref.std is not None and min(ref.std, default=1.0) <= 0:
@@ -203,6 +212,19 @@ def _victim(entry, i: int) -> VictimRef:
     if ref.resize_to is not None and not 1 <= ref.resize_to <= MAX_RESIZE:
         raise ScenarioError(f"{where}.resize_to: must be in [1, {MAX_RESIZE}], got {ref.resize_to}")
     return ref
+
+
+def _normalization(entry: dict, where: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if "timm" not in entry:  # a zoo victim normalises as its record says; the name would be silently ignored
+        raise ScenarioError(f"{where}.normalization: only an external victim (timm + checkpoint) takes one; "
+                            f"a zoo victim uses the normalization it was trained with")
+    if "mean" in entry or "std" in entry:
+        raise ScenarioError(f"{where}: give either normalization or mean and std, not both")
+    name = _typed(entry["normalization"], str, f"{where}.normalization")
+    if name not in NORMALIZATIONS:
+        raise ScenarioError(f"{where}.normalization: unknown {name!r} (known: {', '.join(NORMALIZATIONS)}; "
+                            f"or give mean and std)")
+    return NORMALIZATIONS[name]
 
 
 def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins.Registry | None = None) -> Scenario:

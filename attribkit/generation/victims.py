@@ -19,6 +19,11 @@ def resolve_victim(ref: VictimRef, zoo: str | Path, dataset: Dataset, verify: bo
     (a zoo victim's weights are checked against its record with ``verify``)."""
     if ref.timm:
         channels = dataset.images.shape[1]
+        for key in ("mean", "std"):
+            given = getattr(ref, key)
+            if given is not None and len(given) != channels:  # broadcasting would feed the net other channels
+                raise AttribkitError(f"victim {ref.name!r}: {key} has {len(given)} values but {dataset.name} has "
+                                     f"{channels} colour channel{'s' if channels > 1 else ''}")
         record = VictimRecord(
             name=ref.name, num_classes=dataset.num_classes, in_chans=channels, image_size=dataset.images.shape[-1],
             mean=list(ref.mean or [0.0] * channels), std=list(ref.std or [1.0] * channels),
