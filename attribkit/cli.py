@@ -91,8 +91,13 @@ def device_options(precision: bool = False):
     return decorate
 
 
+STREAM = click.option("--stream", is_flag=True,
+                      help="Read the data set's images from its files a batch at a time instead of loading them: "
+                           "for data sets larger than memory (same results, bit for bit).")
+
+
 def _runtime(device: str = "cpu", tf32: bool = False, precision: str = "fp32", shard: str | None = None,
-             workers: bool = False) -> Runtime:
+             workers: bool = False, stream: bool = False) -> Runtime:
     """The one Runtime of this command, with rich progress bars. ``workers``: the command can be one of
     several workers (torchrun's RANK/WORLD_SIZE, or --shard); otherwise it must run alone."""
     rank, world = worker_from_env()
@@ -105,7 +110,7 @@ def _runtime(device: str = "cpu", tf32: bool = False, precision: str = "fp32", s
     if world > 1 and not workers:
         raise AttribkitError(f"this command runs as one process, not as worker {rank} of {world}: start it without "
                              f"torchrun")
-    return Runtime(device=device, precision=precision, tf32=tf32, rank=rank, world_size=world,
+    return Runtime(device=device, precision=precision, tf32=tf32, rank=rank, world_size=world, stream=stream,
                    progress=ConsoleProgress())
 
 
@@ -376,9 +381,10 @@ def _field_option(f: dataclasses.Field):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New run folder.")
 @_config_options(TrainConfig, TRAIN_OPTION_ORDER)
 @device_options(precision=True)
+@STREAM
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def train_cmd(data_dir, out, device, tf32, precision, no_verify, as_json, **options):
+def train_cmd(data_dir, out, device, tf32, precision, stream, no_verify, as_json, **options):
     """Train an attribution model on a generated data set.
 
     Adam with cosine LR (the paper's settings by default). The run folder
@@ -387,7 +393,7 @@ def train_cmd(data_dir, out, device, tf32, precision, no_verify, as_json, **opti
     """
     _warn_plugin_errors()
     config = TrainConfig(**options)
-    rt = _runtime(device, tf32, precision, workers=True)
+    rt = _runtime(device, tf32, precision, workers=True, stream=stream)
     meta = _train(data_dir, config, out, verify=not no_verify, runtime=rt)
     summary = {"run": out, "model": config.model, "seconds": meta.seconds, "parameters": meta.parameters,
                "validation": meta.final_validation_metrics, "test": meta.final_test_metrics}
@@ -457,9 +463,10 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, as_json):
               help="validation: the run's held-out training images (see `train --validation`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
 @device_options()
+@STREAM
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(run, data_dir, baselines, split, out, device, tf32, no_verify, as_json):
+def evaluate_cmd(run, data_dir, baselines, split, out, device, tf32, stream, no_verify, as_json):
     """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
     Δ_MTL against baselines, parameters and FLOPs, and the paper's figures
     (t-SNE of the features, perturbations per attack and victim, training
@@ -469,7 +476,7 @@ def evaluate_cmd(run, data_dir, baselines, split, out, device, tf32, no_verify, 
 
     _warn_plugin_errors()
     report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify,
-                      runtime=_runtime(device, tf32))
+                      runtime=_runtime(device, tf32, stream=stream))
     if as_json:
         _echo_json(report)
         return

@@ -17,7 +17,7 @@ import torch
 from . import storage
 from .errors import AttribkitError
 from .records import RunMeta
-from .runtime import Runtime
+from .runtime import Runtime, runtime_of
 from .report import html_report, metric_text, model_figures, row_delta, signed, write_figures
 from .training.config import TrainConfig
 from .training.data import AttributionData, load_attribution_data, quantize, split_validation
@@ -75,7 +75,7 @@ def _evaluate_one(run: str, data: AttributionData, verify: bool, runtime: Runtim
     return meta, result, {s.key: s.describe() for s in scores}, sections
 
 
-def _validation_data(run, baselines: list, data_dir, verify: bool) -> AttributionData:
+def _validation_data(run, baselines: list, data_dir, verify: bool, stream: bool) -> AttributionData:
     """The run's own held-out images, which every baseline must have held out too."""
     meta = read_run_meta(run, verify)
     fraction = TrainConfig.from_dict(meta.config, where=str(run)).validation
@@ -85,7 +85,7 @@ def _validation_data(run, baselines: list, data_dir, verify: bool) -> Attributio
         if TrainConfig.from_dict(read_run_meta(path, verify).config, where=str(path)).validation != fraction:
             raise AttribkitError(f"baseline {str(path)!r} held out another validation split than run {str(run)!r}, "
                                  f"so it trained on some of the images scored; use --split test")
-    data = split_validation(load_attribution_data(data_dir, "train", verify), fraction)[1]
+    data = split_validation(load_attribution_data(data_dir, "train", verify, stream), fraction)[1]
     trained_on = meta.data.get("fingerprint")
     if trained_on and trained_on != data.fingerprint:
         raise AttribkitError(f"run {str(run)!r} was trained on another data set than {str(data_dir)!r}, so it has "
@@ -113,17 +113,24 @@ def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list 
              runtime: Runtime | None = None) -> dict:
     """``baseline`` is one run or several: each gets a row and a Δ_MTL; the first is
     the report's ``baseline``. ``verify=False`` reads the run(s) and data set without
-    checking their recorded hashes."""
+    checking their recorded hashes. With the runtime's ``stream``, images are read
+    from the data set's files a batch at a time."""
+    rt = runtime_of(runtime)
+    with rt.numerics_in_effect():
+        return _evaluate(run, data_dir, baseline, out, split, verify, rt)
+
+
+def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtime) -> dict:
     baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])
     if split == "validation":
-        data = _validation_data(run, baselines, data_dir, verify)
+        data = _validation_data(run, baselines, data_dir, verify, rt.stream)
     else:
-        data = load_attribution_data(data_dir, split, verify)
-    meta, result, described, sections = _evaluate_one(str(run), data, verify, runtime, draw=True)
+        data = load_attribution_data(data_dir, split, verify, rt.stream)
+    meta, result, described, sections = _evaluate_one(str(run), data, verify, rt, draw=True)
     report = {"run": str(run), "model": meta.config["model"], "data": str(data_dir), "split": split, **result}
     rows = []
     for path in baselines:
-        base_meta, base, base_described, _ = _evaluate_one(str(path), data, verify, runtime)
+        base_meta, base, base_described, _ = _evaluate_one(str(path), data, verify, rt)
         base.pop("tables")
         described = {**base_described, **described}
         rows.append({"run": str(path), "model": base_meta.config["model"], **base,

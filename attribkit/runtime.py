@@ -129,11 +129,14 @@ class Runtime:
     """``device`` takes anything :func:`resolve_device` does (``"auto"`` too);
     ``precision`` is training's autocast (fp32: none); ``tf32`` lets CUDA
     matrix products and convolutions round to TensorFloat-32, off by default
-    so that a GPU computes what the CPU does, to float32 rounding."""
+    so that a GPU computes what the CPU does, to float32 rounding;
+    ``stream`` reads a data set's images from their files a batch at a time
+    instead of loading them (for data larger than memory; same values)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
     tf32: bool = False
+    stream: bool = False
     rank: int = 0
     world_size: int = 1
     progress: ProgressSink = field(default_factory=Quiet)
@@ -178,6 +181,13 @@ class Runtime:
             yield
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch read on the CPU, on this runtime's device: through pinned memory to a GPU, so
+        the copy does not make the host wait."""
+        if not self.is_cuda:
+            return batch
+        return batch.pin_memory().to(self.device, non_blocking=True)
 
     def autocast(self) -> AbstractContextManager:
         """Mixed precision for training's forward pass, as ``precision`` asks (fp32: none)."""

@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import signal
 import tempfile
@@ -339,3 +340,141 @@ def check_file(folder: Path, name: str, expected: FileRecord | None) -> FileChec
 def leftover_temporaries(folder: Path) -> list[str]:
     """Temporary files of writes that never finished (a killed run): safe to delete."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp") if p.is_file())
+
+
+# --- reading a few rows at a time ----------------------------------------
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+class TensorFile:
+    """A safetensors file read a few rows at a time, for data larger than memory.
+
+    The header is parsed once; rows are read with ``pread`` (runs of
+    consecutive rows in one call), never mapped, so what a process holds is
+    what it asked for: a mapped file would count every page it ever touched
+    in the process's memory. The bytes read are the bytes ``load`` would
+    give, so a tensor assembled from rows equals the one read whole.
+    """
+
+    def __init__(self, path: str | Path, error=DataError):
+        self.path, self.error = Path(path), error
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+                size = int.from_bytes(head, "little") if len(head) == 8 else -1
+                total = self.path.stat().st_size
+                if not 0 < size <= total - 8:
+                    raise ValueError(f"its header claims {size} bytes")
+                header = json.loads(f.read(size))
+        except FileNotFoundError:
+            raise error(f"{str(self.path)!r} is missing") from None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise error(f"{str(self.path)!r} is not a valid safetensors file ({exc})") from None
+        self.start = 8 + size
+        self.tensors: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype, shape, (begin, end) = _DTYPES[info["dtype"]], tuple(info["shape"]), info["data_offsets"]
+                numel = math.prod(shape)
+                if end - begin != numel * dtype.itemsize or self.start + end > total:
+                    raise ValueError("its offsets do not fit")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise error(f"{str(self.path)!r}: tensor {name!r} is malformed ({exc})") from None
+            self.tensors[name] = (dtype, shape, begin)
+        self._fd: int | None = None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name][1]
+
+    def read(self, name: str) -> torch.Tensor:
+        """The whole tensor."""
+        return self.rows(name, torch.arange(self.shape(name)[0])) if self.shape(name) else self._bytes(name, 0, 1)
+
+    def rows(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` (in that order) of a tensor of one or more dimensions."""
+        dtype, shape, _ = self.tensors[name]
+        per_row = math.prod(shape[1:])
+        index = index.long()
+        if len(index) and not 0 <= int(index.min()) <= int(index.max()) < shape[0]:
+            raise IndexError(f"rows {int(index.min())}…{int(index.max())} of {shape[0]}")
+        parts, i = [], 0
+        order = index.tolist()
+        while i < len(order):  # one read per run of consecutive rows
+            j = i + 1
+            while j < len(order) and order[j] == order[j - 1] + 1:
+                j += 1
+            parts.append(self._bytes(name, order[i] * per_row, (j - i) * per_row))
+            i = j
+        out = torch.cat(parts) if parts else torch.empty(0, dtype=dtype)
+        return out.reshape(len(order), *shape[1:])
+
+    def _bytes(self, name: str, first: int, count: int) -> torch.Tensor:
+        dtype, _, begin = self.tensors[name]
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = count * dtype.itemsize
+        data = os.pread(self._fd, size, self.start + begin + first * dtype.itemsize)
+        if len(data) != size:
+            raise self.error(f"{str(self.path)!r} ended early: it was truncated while being read")
+        return torch.frombuffer(bytearray(data), dtype=dtype) if size else torch.empty(0, dtype=dtype)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+
+class Rows:
+    """The rows of tensors kept in several files, one file after another, read only when
+    indexed: a data set's images when it is streamed (larger than memory).
+
+    Indexing (an int, a slice, indices or a boolean mask) gives a tensor, as
+    indexing the concatenated tensor would; :meth:`take` gives a lazy subset;
+    :meth:`map` a view whose every batch goes through an element-wise function.
+    """
+
+    def __init__(self, parts: list[tuple[TensorFile, str]], index: torch.Tensor | None = None, transform=None):
+        self.parts = parts
+        sizes = [f.shape(name)[0] for f, name in parts]
+        self._ends = torch.tensor(sizes).cumsum(0)
+        self.index = torch.arange(int(self._ends[-1])) if index is None else index.long()
+        first, name = parts[0]
+        self.row_shape = first.shape(name)[1:]
+        self.dtype = first.tensors[name][0]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.row_shape))
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, int):
+            return self._read(self.index[key:key + 1 if key != -1 else None])[0]
+        return self._read(self.index[key])
+
+    def take(self, key) -> "Rows":
+        return Rows(self.parts, self.index[key], self.transform)
+
+    def map(self, transform) -> "Rows":
+        return Rows(self.parts, self.index, transform)
+
+    def _read(self, wanted: torch.Tensor) -> torch.Tensor:
+        part = torch.searchsorted(self._ends, wanted, right=True)
+        starts = self._ends - torch.tensor([f.shape(n)[0] for f, n in self.parts])
+        out = torch.empty(len(wanted), *self.row_shape, dtype=self.dtype)
+        for p in part.unique().tolist():
+            here = part == p
+            f, name = self.parts[p]
+            out[here] = f.rows(name, wanted[here] - starts[p])
+        return self.transform(out) if self.transform else out

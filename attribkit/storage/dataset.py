@@ -109,25 +109,30 @@ def read_data_file(out: Path, manifest: Manifest, name: str, verify: bool = True
 
 
 _LABELS = ("attack", "victim", "clean_index")  # besides images
+CHECK_ROWS = 4096  # images checked at a time: a whole shard's temporaries could exceed memory
 
 
-def _check_shard(tensors: dict[str, torch.Tensor], manifest: Manifest, where: str) -> None:
-    """A shard's tensors must be what the manifest says, before anything is concatenated or indexed."""
-    if "images" not in tensors:
-        raise DataError(f"{where!r} has no 'images' tensor")
-    images = tensors["images"]
+def _check_shard(tensors: dict[str, torch.Tensor], images: torch.Tensor | storage.TensorFile, manifest: Manifest,
+                 where: str) -> None:
+    """A shard's tensors must be what the manifest says, before anything is concatenated or
+    indexed. ``images`` is the tensor, or the file it is read from a few rows at a time."""
     shape = manifest.shape
-    if images.ndim != 4 or not images.is_floating_point() or (isinstance(shape, list) and list(images.shape[1:]) != shape):
+    dims = tuple(images.shape("images") if isinstance(images, storage.TensorFile) else images.shape)
+    dtype = images.tensors["images"][0] if isinstance(images, storage.TensorFile) else images.dtype
+    if len(dims) != 4 or not dtype.is_floating_point or (isinstance(shape, list) and list(dims[1:]) != shape):
         raise DataError(f"{where!r}: 'images' must be float (N, {', '.join(map(str, shape or ['C', 'H', 'W']))}), "
-                        f"got {str(images.dtype).removeprefix('torch.')} {tuple(images.shape)}")
-    n = len(images)
-    if n and not (torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
-        raise DataError(f"{where!r}: 'images' must be finite and lie in [0, 1]")
+                        f"got {str(dtype).removeprefix('torch.')} {dims}")
+    n = dims[0]
+    for first in range(0, n, CHECK_ROWS):
+        rows = torch.arange(first, min(n, first + CHECK_ROWS))
+        chunk = images.rows("images", rows) if isinstance(images, storage.TensorFile) else images[rows]
+        if not (torch.isfinite(chunk).all() and chunk.min() >= 0 and chunk.max() <= 1):
+            raise DataError(f"{where!r}: 'images' must be finite and lie in [0, 1]")
     for key in _LABELS:
         if key not in tensors:
             raise DataError(f"{where!r} has no {key!r} tensor")
     for key, column in tensors.items():
-        if key != "images" and (column.ndim != 1 or len(column) != n):
+        if column.ndim != 1 or len(column) != n:
             raise DataError(f"{where!r}: {key!r} must hold one value per image ({n}), got shape {tuple(column.shape)}")
     spaces = manifest.label_spaces
     for key, size in (("attack", len(spaces.attacks)), ("victim", len(spaces.victims))):
@@ -143,7 +148,24 @@ def load_split(out: str | Path, split: str, verify: bool = True) -> dict[str, to
     return load_split_with_manifest(out, split, verify)[1]
 
 
-def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -> tuple[Manifest, dict[str, torch.Tensor]]:
+def open_data_file(out: Path, manifest: Manifest, name: str, verify: bool = True) -> storage.TensorFile:
+    """One of the data set's safetensors files, to be read a few rows at a time; with ``verify`` its
+    bytes are first checked (streamed, not held) against the recorded hash."""
+    expected = storage.recorded_file(manifest.file_record, name, str(Path(out) / MANIFEST)) if verify else None
+    if expected is not None:
+        check = storage.check_file(Path(out), name, expected)
+        if check.state == "missing":
+            raise DataError(f"{str(Path(out) / name)!r} is missing")
+        if check.state != "ok":
+            raise storage.IntegrityError(f"{str(Path(out) / name)!r} does not match its recorded sha256 "
+                                         f"({check.detail}); the file was changed or is corrupt")
+    return storage.TensorFile(Path(out) / name)
+
+
+def load_split_with_manifest(out: str | Path, split: str, verify: bool = True, stream: bool = False
+                             ) -> tuple[Manifest, dict[str, torch.Tensor | storage.Rows]]:
+    """The split's examples; with ``stream`` the images stay in their files (a
+    :class:`~attribkit.storage.Rows`, read when indexed) and only the other columns are loaded."""
     out = Path(out)
     manifest = read_manifest(out, verify)
     hp_names = manifest.label_spaces.hp_names
@@ -151,17 +173,33 @@ def load_split_with_manifest(out: str | Path, split: str, verify: bool = True) -
     for name, shard in sorted(manifest.shards.items()):
         if shard.split != split:
             continue
-        tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
-        _check_shard(tensors, manifest, str(out / shard_file(name)))
-        n = len(tensors["images"])
+        where = str(out / shard_file(name))
+        if stream:
+            file = open_data_file(out, manifest, shard_file(name), verify)
+            tensors = {k: file.read(k) for k in file.tensors if k != "images"}
+            if "images" not in file.tensors:
+                raise DataError(f"{where!r} has no 'images' tensor")
+            images = file
+        else:
+            tensors, _ = read_data_file(out, manifest, shard_file(name), verify)
+            if "images" not in tensors:
+                raise DataError(f"{where!r} has no 'images' tensor")
+            images = tensors.pop("images")
+        _check_shard(tensors, images, manifest, where)
+        n = len(tensors["attack"])
         for hp in hp_names:
             tensors.setdefault(f"hp_{hp}", torch.full((n,), float("nan")))
         tensors.setdefault("target", torch.full((n,), -1, dtype=torch.long))  # absent from data sets made before targeted attacks; -1 = untargeted
-        parts.append((name, tensors))
+        parts.append((name, tensors, images))
     if not parts:
         raise DataError(f"{str(out)!r} has no finished {split} shards")
     keys = set(parts[0][1])
-    for name, part in parts:
+    for name, part, _ in parts:
         if set(part) != keys:
             raise DataError(f"{str(out / shard_file(name))!r} has other columns than the data set's other shards")
-    return manifest, {key: torch.cat([part[key] for _, part in parts]) for key in parts[0][1]}
+    columns = {key: torch.cat([part[key] for _, part, _ in parts]) for key in parts[0][1]}
+    if stream:
+        columns["images"] = storage.Rows([(file, "images") for _, _, file in parts])
+    else:
+        columns["images"] = torch.cat([images for _, _, images in parts])
+    return manifest, columns

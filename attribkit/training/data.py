@@ -8,14 +8,18 @@ from pathlib import Path
 import torch
 
 from ..errors import AttribkitError, DataError
-from ..storage.dataset import CLEAN, load_split_with_manifest, read_data_file
+from ..storage import Rows
+from ..storage.dataset import CLEAN, load_split_with_manifest, open_data_file, read_data_file
 from ..records import Labels, LabelSpaces  # noqa: F401  (LabelSpaces: AttributionData.label_spaces)
 
 
 @dataclass
 class AttributionData:
-    images: torch.Tensor  # adversarial, (N, C, H, W) in [0, 1]
-    clean: torch.Tensor  # the clean image each was made from
+    """One split, ready to train or evaluate on. ``images`` and ``clean`` are tensors, or
+    (streamed) :class:`~attribkit.storage.Rows` read from their files when indexed."""
+
+    images: torch.Tensor | Rows  # adversarial, (N, C, H, W) in [0, 1]
+    clean: torch.Tensor | Rows  # the clean image each was made from
     labels: Labels
     label_spaces: LabelSpaces
     fingerprint: str
@@ -34,8 +38,12 @@ class AttributionData:
 
     def subset(self, keep: torch.Tensor) -> "AttributionData":
         """The examples where ``keep`` (a boolean mask) is true, in order."""
-        return AttributionData(self.images[keep], self.clean[keep], self.labels.take(keep), self.label_spaces,
-                               self.fingerprint, self.clean_index[keep])
+        return AttributionData(_take(self.images, keep), _take(self.clean, keep), self.labels.take(keep),
+                               self.label_spaces, self.fingerprint, self.clean_index[keep])
+
+
+def _take(rows: torch.Tensor | Rows, keep: torch.Tensor) -> torch.Tensor | Rows:
+    return rows.take(keep) if isinstance(rows, Rows) else rows[keep]
 
 
 # The validation split is drawn with its own fixed seed, not the training seed,
@@ -73,15 +81,22 @@ def cap_per_cell(data: AttributionData, per_cell: int) -> AttributionData:
     return data.subset(keep)
 
 
-def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> AttributionData:
-    """One split of a data set; with ``verify`` every file read must match its recorded hash."""
+def load_attribution_data(path: str | Path, split: str, verify: bool = True, stream: bool = False) -> AttributionData:
+    """One split of a data set; with ``verify`` every file read must match its recorded hash.
+    With ``stream`` the images (adversarial and clean) stay in their files and are read a batch
+    at a time: memory holds the labels only. Either way a batch holds the same values."""
     path = Path(path)
-    manifest, data = load_split_with_manifest(path, split, verify)
+    manifest, data = load_split_with_manifest(path, split, verify, stream)
     if len(data["images"]) == 0:
         raise DataError(f"{str(path)!r} has no {split} examples")
-    clean, _ = read_data_file(path, manifest, CLEAN, verify)
     index = data["clean_index"].long()
-    if "images" not in clean or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(clean["images"])):
+    if stream:
+        file = open_data_file(path, manifest, CLEAN, verify)
+        found = file.shape("images")[0] if "images" in file.tensors else None
+    else:
+        clean, _ = read_data_file(path, manifest, CLEAN, verify)
+        found = len(clean["images"]) if "images" in clean else None
+    if found is None or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < found):
         raise DataError(f"{str(path / CLEAN)!r} does not hold the clean images the shards point to")
     spaces = manifest.label_spaces
     hp_names = spaces.hp_names
@@ -90,14 +105,17 @@ def load_attribution_data(path: str | Path, split: str, verify: bool = True) -> 
         torch.stack([data[f"hp_{h}"].float() for h in hp_names], 1) if hp_names else torch.zeros(len(data["images"]), 0),
         data["target"].long(),  # the class a targeted attack aimed for, -1 if untargeted
         {k: v for k, v in data.items() if k not in _LAID_OUT and not k.startswith("hp_")})
-    return AttributionData(data["images"], clean["images"][index], labels, spaces, manifest.fingerprint, index)
+    clean_images = Rows([(file, "images")], index) if stream else clean["images"][index]
+    return AttributionData(data["images"], clean_images, labels, spaces, manifest.fingerprint, index)
 
 
 _LAID_OUT = ("images", "attack", "victim", "target", "clean_index")  # what Labels holds by name, or is not a label
 
 
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """What saving as an 8-bit PNG does to an image."""
+def quantize(images: torch.Tensor | Rows) -> torch.Tensor | Rows:
+    """What saving as an 8-bit PNG does to an image (to streamed rows: as each batch is read)."""
+    if isinstance(images, Rows):
+        return images.map(quantize)
     return torch.round(images * 255) / 255
 
 

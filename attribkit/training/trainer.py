@@ -43,9 +43,10 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
     # validation first, so it is the same examples whatever per_cell keeps
-    train_data, validation = split_validation(load_attribution_data(data_dir, "train", verify), config.validation)
+    train_data, validation = split_validation(load_attribution_data(data_dir, "train", verify, rt.stream),
+                                              config.validation)
     train_data = cap_per_cell(train_data, config.per_cell)
-    test_data = load_attribution_data(data_dir, "test", verify)
+    test_data = load_attribution_data(data_dir, "test", verify, rt.stream)
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
     spaces, columns = train_data.label_spaces, train_data.columns
@@ -158,7 +159,7 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
                 break
             idx = distributed.my_share(order[i:i + config.batch_size], rt)
             labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
-            x, clean = images[idx].to(device, non_blocking=pinned), train_data.clean[idx].to(device, non_blocking=pinned)
+            x, clean = rt.to_device(images[idx]), rt.to_device(train_data.clean[idx])
             with rt.autocast():
                 loss = objective(x, clean, labels)
             finite &= torch.isfinite(loss.detach())
