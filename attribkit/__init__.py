@@ -57,6 +57,7 @@ _PUBLIC = {
     "train": "attribkit.training.trainer",
     "load_run": "attribkit.training.run",
     "attribute": "attribkit.attribution",
+    "iter_attributions": "attribkit.attribution",
     "evaluate": "attribkit.evaluation",
     "demo": "attribkit.pipeline",
     "verify": "attribkit.verification",

@@ -429,19 +429,39 @@ def _print_metrics(title, metrics):
 @click.argument("inputs", nargs=-1, required=True)
 @device_options()
 @NO_VERIFY
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def attribute_cmd(run, inputs, device, tf32, no_verify, as_json):
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images decoded and answered at a time: memory holds one batch, however many inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one JSON document, at the end.")
+@click.option("--jsonl", "as_jsonl", is_flag=True,
+              help="One JSON object per image, one per line, printed as each batch is answered (for scripts "
+                   "over millions of files). If an image further on cannot be read, the lines already printed "
+                   "stay printed and the command ends with an error naming it (exit status 1).")
+def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_jsonl):
     """Say which attack, victim and hyperparameter made each image.
 
-    INPUTS are PNG/JPEG files, folders of them, or .safetensors batches
-    (tensor 'images', N×C×H×W in [0, 1]). Lossless conversions (grey RGB to
-    one channel, opaque alpha) are made and reported; resizing or colour
-    conversion would alter the perturbation, so such images are rejected.
-    """
-    from .attribution import attribute
+    INPUTS are PNG/JPEG files, folders of them (walked in sorted path order),
+    or .safetensors batches (tensor 'images', N×C×H×W in [0, 1]). Lossless
+    conversions (grey RGB to one channel, opaque alpha) are made and
+    reported; resizing or colour conversion would alter the perturbation, so
+    such images are rejected.
 
+    Every input is checked to exist (and a folder to hold an image) before
+    any work starts; images are then decoded and answered --batch-size at a
+    time. A damaged image is found when its batch is decoded: the command
+    stops there with an error naming it.
+    """
+    from .attribution import attribute, iter_attributions
+
+    if as_json and as_jsonl:
+        raise click.UsageError("--json and --jsonl: choose one (one document at the end, or one line per image)")
     _warn_plugin_errors()
-    report = attribute(run, list(inputs), verify=not no_verify, runtime=_runtime(device, tf32))
+    runtime = _runtime(device, tf32)
+    if as_jsonl:
+        for row in iter_attributions(run, list(inputs), batch_size=batch_size, verify=not no_verify,
+                                     runtime=runtime):
+            click.echo(json.dumps(row, default=str))  # echo flushes: each line is out as soon as it is known
+        return
+    report = attribute(run, list(inputs), verify=not no_verify, runtime=runtime, batch_size=batch_size)
     shown = report.pop("table")  # the answers as text, one column per answer of every head
     if as_json:
         _echo_json(report)
