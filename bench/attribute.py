@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from attribkit import Runtime
 from attribkit.attribution import attribute
 from attribkit.storage.dataset import load_split
 from machine import cpu_name
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="bench/results/attribute.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,14 +52,14 @@ def main() -> None:
 
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "attribkit", "attribute", "--run", args.run, str(folder),
-                               "--json"], capture_output=True, text=True)
+                               "--json", "--device", args.device], capture_output=True, text=True)
         cli_s = time.perf_counter() - t
         if proc.returncode != 0:
             sys.exit(f"attribute failed: {proc.stderr.strip()}")
         answered = len(json.loads(proc.stdout)["results"])
 
         t = time.perf_counter()
-        in_process = len(attribute(args.run, [str(folder)])["results"])
+        in_process = len(attribute(args.run, [str(folder)], runtime=Runtime(device=args.device))["results"])
         api_s = time.perf_counter() - t
     result = {
         "images": args.n, "answered_cli": answered, "answered_api": in_process,
@@ -65,6 +67,7 @@ def main() -> None:
         "api_seconds": round(api_s, 2), "api_images_per_s": round(args.n / api_s, 1),
         "png_write_seconds": round(write_s, 2), "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "machine": cpu_name(), "run": args.run,
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
     }
     print(f"{'path':<28}{'seconds':>10}{'images/s':>12}")
     print(f"{'attribkit attribute (CLI)':<28}{cli_s:>10.2f}{args.n / cli_s:>12.1f}")

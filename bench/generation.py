@@ -57,9 +57,11 @@ def image_steps(attack: dict, images: int) -> int:
     return images * (steps + 1)  # every step one forward+backward, plus the final check
 
 
-def run_engine(data: dict) -> dict[str, float]:
+def run_engine(data: dict, device: str = "cpu") -> dict[str, float]:
+    from attribkit import Runtime
+
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = generate(parse_scenario(data), Path(tmp) / "out")
+        manifest = generate(parse_scenario(data), Path(tmp) / "out", runtime=Runtime(device=device))
     per_attack: dict[str, float] = {}
     for shard in manifest.shards.values():
         if shard.split == "train":
@@ -141,13 +143,14 @@ def main() -> None:
     ap.add_argument("--scenario", default="quick")
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--device", default="cpu", help="where the engine attacks (the naive loop stays on the CPU)")
     ap.add_argument("--out", default="bench/results/generation.json")
     args = ap.parse_args()
     plugins.registry()
     data = scenario_dict(args.scenario, args.zoo, args.per_cell)
     images = {a["name"]: args.per_cell * len(data["victims"]) * len(next(iter(a["grid"].values())))
               for a in data["attacks"]}
-    engine = run_engine(data)
+    engine = run_engine(data, args.device)
     naive = run_naive(data, args.per_cell, prepared=False)
     naive_prepared = run_naive(data, args.per_cell, prepared=True)
     raw = raw_throughput(args.zoo, data["victims"], args.per_cell * 5)
@@ -189,6 +192,7 @@ def main() -> None:
               "raw_image_steps_per_s": {k: round(v, 1) for k, v in raw.items()},
               "raw_image_steps_per_s_user_victim": {k: round(v, 1) for k, v in raw_user.items()},
               "peak_rss_mb": rss, "torch_threads": torch.get_num_threads(), "machine": cpu_name(),
+              "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
               "peak_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

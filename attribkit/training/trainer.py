@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,6 +121,21 @@ def epoch_text(epoch: int, epochs: int, row: dict) -> str:
     return f"ep {epoch}/{epochs} loss {row['train_loss']:.3f} {shown}"
 
 
+def _read_ahead(shares: list[torch.Tensor], images, clean, stream: bool):
+    """Each batch's (images, clean images), in order. Streamed, a reader thread reads the next
+    batch from the files while this one trains (pread lets go of the GIL); the values are the same."""
+    if not stream:
+        yield from ((images[idx], clean[idx]) for idx in shares)
+        return
+    read = lambda idx: (images[idx], clean[idx])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attribkit-reader") as reader:
+        ahead = reader.submit(read, shares[0]) if shares else None
+        for i in range(len(shares)):
+            batch = ahead.result()
+            ahead = reader.submit(read, shares[i + 1]) if i + 1 < len(shares) else None
+            yield batch
+
+
 def _schedule(opt: torch.optim.Optimizer, config: TrainConfig, total: int):
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
@@ -154,12 +170,12 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
         running = torch.zeros((), dtype=torch.float64, device=device)
         finite = torch.ones((), dtype=torch.bool, device=device)
         count = 0
-        for i in range(0, len(order), config.batch_size):
-            if len(order) - i < rt.world_size:  # a last batch too small to give every worker an example
-                break
-            idx = distributed.my_share(order[i:i + config.batch_size], rt)
+        # a last batch too small to give every worker an example is left out
+        shares = [distributed.my_share(order[i:i + config.batch_size], rt)
+                  for i in range(0, len(order), config.batch_size) if len(order) - i >= rt.world_size]
+        for idx, (x, clean) in zip(shares, _read_ahead(shares, images, train_data.clean, rt.stream)):
             labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
-            x, clean = rt.to_device(images[idx]), rt.to_device(train_data.clean[idx])
+            x, clean = rt.to_device(x), rt.to_device(clean)
             with rt.autocast():
                 loss = objective(x, clean, labels)
             finite &= torch.isfinite(loss.detach())
