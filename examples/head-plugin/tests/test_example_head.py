@@ -28,4 +28,5 @@ def test_targets_follow_the_victim_labels():
     out = head({"victim": torch.randn(4, 4)}, {})
     assert out.shape == (4, 2)
     loss = head.loss(out, labels)
-    assert loss.item() == torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 0, 0])).item()
+    # the core's masked mean (no host sync on a GPU) adds in its own order: equal to float rounding
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(out, torch.tensor([0, 1, 0, 0])))
