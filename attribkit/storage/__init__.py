@@ -470,6 +470,7 @@ class Rows:
         return Rows(self.parts, self.index, transform)
 
     def _read(self, wanted: torch.Tensor) -> torch.Tensor:
+        wanted = wanted.contiguous()  # a stepped slice of the index is a strided view
         part = torch.searchsorted(self._ends, wanted, right=True)
         starts = self._ends - torch.tensor([f.shape(n)[0] for f, n in self.parts])
         out = torch.empty(len(wanted), *self.row_shape, dtype=self.dtype)
