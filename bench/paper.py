@@ -36,7 +36,8 @@ import torch
 
 from attribkit.data import load_dataset
 from attribkit.evaluation import evaluate
-from attribkit.generation.engine import generate, plan_jobs
+from attribkit.generation.engine import generate
+from attribkit.generation.units import plan_units
 from attribkit.generation.scenario import load_scenario, parse_scenario
 from attribkit.runtime import Quiet, Runtime, SilentTask
 from attribkit.storage.dataset import MANIFEST, read_manifest
@@ -84,7 +85,7 @@ class EtaLog:
         quota = {"train": sc.train_per_cell, "test": sc.test_per_cell}
         plans = {p.name: p for p in sc.attacks}
         self.work = {}
-        for j in plan_jobs(sc):
+        for j in plan_units(sc):
             if j.shard not in finished:
                 steps = max(1, int(plans[j.attack].settings.get("steps", 1)))
                 self.work[f"{j.victim} · {j.attack} · {j.split}"] = quota[j.split] * len(plans[j.attack].points()) * steps

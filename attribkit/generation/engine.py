@@ -49,7 +49,7 @@ from ..versions import library_versions
 from .scenario import AttackPlan, Scenario
 from ..storage.dataset import (CLEAN, FORMAT, MANIFEST, merge_shard, read_manifest, read_shard_record, save_file,
                                shard_file, write_manifest, write_shard_record)
-from .units import SPLITS, Unit, assign, derive_seed, estimated_cost, plan_units  # noqa: F401 (SPLITS, derive_seed: API)
+from .units import Unit, assign, derive_seed, estimated_cost, plan_units
 from .victims import resolve_victim
 
 
@@ -87,11 +87,6 @@ def _reusable(out: Path, manifest: Manifest, name: str, verify: bool) -> bool:
         return True
     storage.notice(f"{str(out / name)!r} {check.problem}; re-making it")
     return False
-
-
-def plan_jobs(scenario: Scenario) -> list[Unit]:
-    """Every unit of work of the scenario (kept under its old name for scripts that list jobs)."""
-    return plan_units(scenario)
 
 
 def generate(scenario: Scenario, out: str | Path, *, zoo: str | Path | None = None, verify: bool = True,
@@ -193,15 +188,20 @@ def merge(out: str | Path, scenario: Scenario | None = None, verify: bool = True
 
         scenario = parse_scenario(manifest.scenario)
     units = plan_units(scenario)
-    for unit in units:
-        found = read_shard_record(out, unit.shard)
-        if found is not None and (out / shard_file(unit.shard)).is_file():
-            merge_shard(manifest, unit.shard, *found)
+    _merge_records(out, manifest, units)
     complete = all(u.shard in manifest.shards for u in units)
     manifest.status = "complete" if complete else "partial"
     manifest.totals = summarise(manifest)["totals"] if complete else None
     write_manifest(out, manifest)
     return manifest
+
+
+def _merge_records(out: Path, manifest: Manifest, units: list[Unit]) -> None:
+    """Merge into ``manifest`` the record of each of these units whose shard is on disk."""
+    for unit in units:
+        found = read_shard_record(out, unit.shard)
+        if found is not None and (out / shard_file(unit.shard)).is_file():
+            merge_shard(manifest, unit.shard, *found)
 
 
 def _open(out: Path, scenario: Scenario, dataset, split, victims: dict, attacks: dict[str, AttackSpec], verify: bool,
@@ -219,10 +219,8 @@ def _open(out: Path, scenario: Scenario, dataset, split, victims: dict, attacks:
     if previous is None or not _reusable(out, manifest, CLEAN, verify):
         save_file(out, manifest, CLEAN, {"images": dataset.images, "labels": dataset.labels,
                                          "train_index": split.train, "test_index": split.test})
-    for unit in plan_units(scenario):  # shards whose worker was stopped before it could merge them
-        found = read_shard_record(out, unit.shard)
-        if found is not None and unit.shard not in manifest.shards and (out / shard_file(unit.shard)).is_file():
-            merge_shard(manifest, unit.shard, *found)
+    # shards whose worker was stopped before it could merge them
+    _merge_records(out, manifest, [u for u in plan_units(scenario) if u.shard not in manifest.shards])
     manifest.status = "partial"  # until a worker finds every unit finished
     write_manifest(out, manifest)
     return manifest

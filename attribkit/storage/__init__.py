@@ -392,8 +392,8 @@ class TensorFile:
         return self.tensors[name][1]
 
     def read(self, name: str) -> torch.Tensor:
-        """The whole tensor."""
-        return self.rows(name, torch.arange(self.shape(name)[0])) if self.shape(name) else self._bytes(name, 0, 1)
+        """The whole tensor, in one read."""
+        return self._bytes(name, 0, math.prod(self.shape(name))).reshape(self.shape(name))
 
     def rows(self, name: str, index: torch.Tensor) -> torch.Tensor:
         """Rows ``index`` (in that order) of a tensor of one or more dimensions."""
@@ -443,8 +443,9 @@ class Rows:
 
     def __init__(self, parts: list[tuple[TensorFile, str]], index: torch.Tensor | None = None, transform=None):
         self.parts = parts
-        sizes = [f.shape(name)[0] for f, name in parts]
-        self._ends = torch.tensor(sizes).cumsum(0)
+        sizes = torch.tensor([f.shape(name)[0] for f, name in parts])
+        self._ends = sizes.cumsum(0)
+        self._starts = self._ends - sizes
         self.index = torch.arange(int(self._ends[-1])) if index is None else index.long()
         first, name = parts[0]
         self.row_shape = first.shape(name)[1:]
@@ -472,10 +473,9 @@ class Rows:
     def _read(self, wanted: torch.Tensor) -> torch.Tensor:
         wanted = wanted.contiguous()  # a stepped slice of the index is a strided view
         part = torch.searchsorted(self._ends, wanted, right=True)
-        starts = self._ends - torch.tensor([f.shape(n)[0] for f, n in self.parts])
         out = torch.empty(len(wanted), *self.row_shape, dtype=self.dtype)
         for p in part.unique().tolist():
             here = part == p
             f, name = self.parts[p]
-            out[here] = f.rows(name, wanted[here] - starts[p])
+            out[here] = f.rows(name, wanted[here] - self._starts[p])
         return self.transform(out) if self.transform else out
