@@ -18,6 +18,8 @@ import torch
 
 from .errors import DataError
 
+CLEAN = "clean"  # the attack and victim label of unattacked examples (paper §4.4)
+
 
 def _expect(value, kind, where: str, what: str):
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -111,6 +113,13 @@ class LabelSpaces:
             unknown = [h for h in self.attack_info[a].hyperparameters if h not in self.hyperparameters]
             if unknown:
                 raise DataError(f"label spaces: attack {a!r} names unknown hyperparameter {unknown[0]!r}")
+        if self.clean and not (self.attacks[-1:] == self.victims[-1:] == (CLEAN,)):
+            raise DataError(f"label spaces: with a clean class, {CLEAN!r} must be the last attack and victim label")
+
+    @property
+    def clean_index(self) -> tuple[int, int] | None:
+        """(attack, victim) label of the clean class, or None when the data set has none."""
+        return (len(self.attacks) - 1, len(self.victims) - 1) if self.clean else None
 
     @property
     def hp_names(self) -> list[str]:
@@ -338,13 +347,15 @@ class RunMeta:
     results: dict = field(default_factory=dict)  # seconds, runtime (device, precision), final metrics, loss σ
     legacy_state: Any = None
     files: dict = field(default_factory=dict)  # as read: the recorded sha256 of the run's files (storage.FILES)
+    trust: dict | None = None  # calibration and the unknown-attack threshold (attribkit.trust.fitted); None: none fitted
 
     def to_json(self) -> dict:
         return {"format": RUN_FORMAT, "config": self.config,
                 "heads": {n: h.to_json() for n, h in self.heads.items()},
                 "data": self.data, "label_spaces": self.label_spaces.to_json(), "target_stats": self.target_stats,
                 "columns": self.columns, "input": {"in_chans": self.in_chans, "image_size": self.image_size},
-                "members": self.members, "versions": self.versions, "parameters": self.parameters, **self.results}
+                "members": self.members, "versions": self.versions, "parameters": self.parameters, **self.results,
+                **({"trust": self.trust} if self.trust is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> "RunMeta":
@@ -376,7 +387,8 @@ class RunMeta:
                    data["columns"], shape["in_chans"], shape["image_size"], list(members),
                    optional["data"], optional["versions"], optional["parameters"], results,
                    data.get("combinations") if fmt == "attribkit-run/1" else None,
-                   data.get("files") if isinstance(data.get("files"), dict) else {})
+                   data.get("files") if isinstance(data.get("files"), dict) else {},
+                   _expect(data["trust"], dict, where, "trust") if data.get("trust") is not None else None)
 
     @property
     def file_record(self) -> dict:

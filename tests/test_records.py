@@ -12,6 +12,7 @@ import pytest
 import attribkit
 from attribkit import AttribkitError, LabelSpaces, RunMeta, TrainConfig, storage
 from attribkit.errors import DataError
+from attribkit.records import AttackInfo
 from attribkit.storage.dataset import load_split
 
 # label_spaces as attribkit wrote them before the records existed (generate's manifest, format 1 runs)
@@ -37,10 +38,18 @@ def test_label_spaces_round_trip_in_the_old_layout(tiny_data):
     manifest = json.loads((tiny_data / "manifest.json").read_text())["label_spaces"]
     assert json.dumps(LabelSpaces.from_json(manifest).to_json()) == json.dumps(manifest)
     # the fields added since appear only when used, and round-trip too
-    wider = LabelSpaces(spaces.attacks, spaces.victims, spaces.hyperparameters, spaces.attack_info, clean=True,
+    wider = LabelSpaces(spaces.attacks + ("clean",), spaces.victims + ("clean",), spaces.hyperparameters,
+                        {**spaces.attack_info, "clean": AttackInfo("none", False, ())}, clean=True,
                         extra={"norm": ("L2", "Linf")})
-    assert wider.to_json() == {**OLD_LABEL_SPACES, "clean": True, "extra": {"norm": ["L2", "Linf"]}}
+    assert wider.to_json() == {**OLD_LABEL_SPACES, "attack": OLD_LABEL_SPACES["attack"] + ["clean"],
+                               "victim": OLD_LABEL_SPACES["victim"] + ["clean"],
+                               "attack_info": {**OLD_LABEL_SPACES["attack_info"],
+                                               "clean": {"norm": "none", "targeted": False, "hyperparameters": []}},
+                               "clean": True, "extra": {"norm": ["L2", "Linf"]}}
     assert LabelSpaces.from_json(json.loads(json.dumps(wider.to_json()))) == wider
+    assert wider.clean_index == (3, len(wider.victims) - 1) and spaces.clean_index is None
+    with pytest.raises(DataError, match="'clean' must be the last attack and victim label"):
+        LabelSpaces(spaces.attacks, spaces.victims, spaces.hyperparameters, spaces.attack_info, clean=True)
 
 
 def test_malformed_label_spaces_are_one_clear_error():
@@ -95,7 +104,8 @@ def test_a_format_1_run_loads_and_answers_the_same(kind, tiny_run, single_label_
         assert {n: h.plugin for n, h in meta.heads.items()} == {n: h.plugin for n, h in new_meta.heads.items()}
     assert meta.members == new_meta.members and meta.label_spaces == new_meta.label_spaces
     assert meta.final_test_metrics == new_meta.final_test_metrics
-    assert {k: v for k, v in after.items() if k != "run"} == {k: v for k, v in before.items() if k != "run"}
+    assert {k: v for k, v in after.items() if k not in ("run", "run_sha256")} == \
+        {k: v for k, v in before.items() if k not in ("run", "run_sha256")}
     assert len(after["results"]) == 8 and all("attack" in r and "victim" in r for r in after["results"])
 
 

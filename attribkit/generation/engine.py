@@ -46,7 +46,7 @@ from ..records import AttackInfo, HyperparameterInfo, LabelSpaces, Manifest, Sha
 from ..runtime import Runtime, runtime_of
 from ..specs import AttackSpec
 from ..versions import library_versions
-from .scenario import AttackPlan, Scenario
+from .scenario import CLEAN as CLEAN_CLASS, AttackPlan, Scenario
 from ..storage.dataset import (CLEAN, FORMAT, MANIFEST, merge_shard, read_manifest, read_shard_record, save_file,
                                shard_file, write_manifest, write_shard_record)
 from .units import Unit, assign, derive_seed, estimated_cost, plan_units
@@ -117,6 +117,11 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verif
         if quota > len(getattr(split, name)):  # each clean image serves a cell once: such a quota cannot be met
             raise DataError(f"cells.{name} = {quota} examples per cell, but the {name} split of {dataset.name} has "
                             f"only {len(getattr(split, name))} images (nothing was changed)")
+    if scenario.clean is not None:
+        for name in ("train", "test"):
+            if getattr(scenario.clean, name) > len(getattr(split, name)):
+                raise DataError(f"clean.{name} = {getattr(scenario.clean, name)} clean examples, but the {name} split "
+                                f"of {dataset.name} has only {len(getattr(split, name))} images (nothing was changed)")
     victims = {ref.name: resolve_victim(ref, zoo, dataset, verify, rt.plugins) for ref in scenario.victims}
     attacks = {plan.name: rt.plugins.get("attacks", plan.name) for plan in scenario.attacks}
 
@@ -130,7 +135,8 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verif
     mine = assign(units, {u: estimated_cost(u, scenario, pixels) for u in units}, rt.world_size)[rt.rank]
     plans = {p.name: p for p in scenario.attacks}
     quota = {"train": scenario.train_per_cell, "test": scenario.test_per_cell}
-    unit_total = {u: quota[u.split] * len(u.plan(plans[u.attack]).points()) for u in mine}
+    unit_total = {u: getattr(scenario.clean, u.split) if u.is_clean else
+                  quota[u.split] * len(u.plan(plans[u.attack]).points()) for u in mine}
     pending = [u for u in mine if u.shard not in manifest.shards
                or not _reusable(out, manifest, shard_file(u.shard), verify)]
     overall = rt.progress.task("all cells" if rt.world_size == 1 else f"worker {rt.rank}/{rt.world_size}: its cells",
@@ -140,18 +146,21 @@ def _generate(scenario: Scenario, out: str | Path, zoo: str | Path | None, verif
     versions = library_versions()
     pools = {}
     for unit in pending:
-        model = models[unit.victim]
-        key = (unit.victim, unit.split)
-        if key not in pools:
-            index = getattr(split, unit.split)
-            order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(
-                derive_seed(scenario.seed, unit.split)))]
-            pools[key] = _correctly_classified(model, dataset, order)
         bar = rt.progress.task(unit.label, unit_total[unit])
+        advance = lambda n: (bar.update(advance=n), overall.update(advance=n))
         start = time.time()
-        tensors, cells = run_job(
-            model, attacks[unit.attack], unit.plan(plans[unit.attack]), dataset, pools[key], quota[unit.split],
-            scenario, seed=unit.seed(scenario.seed), advance=lambda n: (bar.update(advance=n), overall.update(advance=n)))
+        if unit.is_clean:
+            tensors, cells = clean_job(models, dataset, split_order(split, unit.split, scenario.seed),
+                                       getattr(scenario.clean, unit.split), scenario.clean.misclassified)
+            advance(len(tensors["images"]))
+        else:
+            model = models[unit.victim]
+            key = (unit.victim, unit.split)
+            if key not in pools:
+                pools[key] = _correctly_classified(model, dataset, split_order(split, unit.split, scenario.seed))
+            tensors, cells = run_job(
+                model, attacks[unit.attack], unit.plan(plans[unit.attack]), dataset, pools[key], quota[unit.split],
+                scenario, seed=unit.seed(scenario.seed), advance=advance)
         tensors["attack"] = torch.full((len(tensors["images"]),), manifest.label_spaces.attacks.index(unit.attack))
         tensors["victim"] = torch.full((len(tensors["images"]),), manifest.label_spaces.victims.index(unit.victim))
         file = storage.save_tensors(out / shard_file(unit.shard), tensors,
@@ -232,9 +241,12 @@ def _new_manifest(scenario: Scenario, dataset, split, attacks: dict[str, AttackS
         for hp in spec.hyperparameters:
             known = hps.get(hp.name) or HyperparameterInfo(hp.name, hp.unit, hp.scale, hp.symbol, ())
             hps[hp.name] = replace(known, attacks=known.attacks + (spec.name,))
-    spaces = LabelSpaces(tuple(a.name for a in scenario.attacks), tuple(v.name for v in scenario.victims), hps,
-                         {s.name: AttackInfo(s.norm, s.targeted, tuple(h.name for h in s.hyperparameters))
-                          for s in attacks.values()})
+    info = {s.name: AttackInfo(s.norm, s.targeted, tuple(h.name for h in s.hyperparameters)) for s in attacks.values()}
+    clean = () if scenario.clean is None else (CLEAN_CLASS,)  # last, so the other classes keep their indices
+    if clean:
+        info[CLEAN_CLASS] = AttackInfo("none", False, ())
+    spaces = LabelSpaces(tuple(a.name for a in scenario.attacks) + clean, tuple(v.name for v in scenario.victims) + clean,
+                         hps, info, clean=bool(clean))
     return Manifest(
         scenario.to_dict(), scenario.fingerprint(), spaces, library_versions(),
         dataset={"name": dataset.name, "images": len(dataset.images), "shape": list(dataset.shape),
@@ -261,6 +273,47 @@ def summarise(manifest: Manifest) -> dict:
         c["success_rate"] = round(c["succeeded"] / c["attempted"], 4) if c["attempted"] else None
     return {"scenario": manifest.scenario["name"], "status": manifest.status, "totals": totals,
             "cells": list(cells.values())}
+
+
+def split_order(split, name: str, seed: int) -> torch.Tensor:
+    """The split's clean images in the seeded order every unit of the split draws from."""
+    index = getattr(split, name)
+    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(derive_seed(seed, name)))]
+
+
+@torch.no_grad()
+def clean_job(models: dict, dataset, order: torch.Tensor, wanted: int, share: float,
+              batch_size: int = 500) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """The split's clean examples (paper §4.4), in the split's seeded order: ``round(share × wanted)``
+    images that some victim misclassifies (as many as there are: a detector flags those most) and
+    the rest from the images every victim classifies correctly, the same images the attacks start
+    from, so an image's look says nothing about its class. Their columns are an attack shard's:
+    no perturbation (l2 = linf = 0), no target, no success, no margin (NaN), and ``pred`` the
+    first misclassifying victim's answer (the true label where none errs)."""
+    labels = dataset.labels[order]
+    pred = labels.clone()
+    wrong = torch.zeros(len(order), dtype=torch.bool)
+    for model in models.values():  # scenario order
+        device = _device_of(model)
+        said = torch.cat([model(dataset.images[order[i:i + batch_size]].to(device)).argmax(1).cpu()
+                          for i in range(0, len(order), batch_size)]) if len(order) else labels
+        first = (said != labels) & ~wrong
+        pred[first] = said[first]
+        wrong |= first
+    want_wrong = round(share * wanted)
+    misclassified = torch.nonzero(wrong).flatten()[:want_wrong]
+    correct = torch.nonzero(~wrong).flatten()[:wanted - len(misclassified)]
+    chosen = torch.sort(torch.cat([misclassified, correct])).values
+    idx, n = order[chosen], len(chosen)
+    rows = {"images": dataset.images[idx].float(), "clean_index": idx.long(), "label": labels[chosen].long(),
+            "target": torch.full((n,), -1, dtype=torch.long), "pred": pred[chosen].long(),
+            "success": torch.zeros(n, dtype=torch.bool), "margin": torch.full((n,), float("nan")),
+            "l2": torch.zeros(n), "linf": torch.zeros(n)}
+    cells = [{"kind": "misclassified by a victim", "wanted": want_wrong, "kept": len(misclassified),
+              "available": int(wrong.sum())},
+             {"kind": "classified correctly by every victim", "wanted": wanted - len(misclassified),
+              "kept": len(correct), "available": int((~wrong).sum())}]
+    return rows, cells
 
 
 @torch.no_grad()

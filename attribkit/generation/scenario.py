@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import plugins
 from ..errors import AttribkitError, ScenarioError
+from ..records import CLEAN
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ class AttackPlan:
 
 
 @dataclass(frozen=True)
+class CleanPlan:
+    """Unattacked images as examples of their own class, ``clean`` (paper §4.4): what an upstream
+    detector's false alarms look like. ``misclassified`` is the share of them that some victim of
+    the scenario gets wrong (as many as the split has): a detector flags those most."""
+
+    train: int
+    test: int
+    misclassified: float = 0.25
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     dataset: str
@@ -60,6 +72,7 @@ class Scenario:
     keep_failed: bool = False
     pilot: int = 0  # give up on a grid point that no attempt of the first `pilot` images succeeded on (0 = never)
     work_unit: str = "job"  # one shard per (victim, attack, split), or per grid point of it: see generation/units.py
+    clean: CleanPlan | None = None  # clean examples as a class of their own (paper §4.4)
 
     def to_dict(self) -> dict:
         data = json.loads(json.dumps(asdict(self)))  # lists, as it reads back from manifest.json
@@ -68,6 +81,8 @@ class Scenario:
             data.pop("pilot")
         if self.work_unit == "job":
             data.pop("work_unit")
+        if self.clean is None:
+            data.pop("clean")
         return data
 
     def fingerprint(self) -> str:
@@ -78,7 +93,8 @@ class Scenario:
 
 
 _TOP_KEYS = {"name", "dataset", "seed", "test_fraction", "zoo", "victims", "attacks", "cells", "batch_size",
-             "max_attempts_factor", "keep_failed", "pilot", "work_unit", "description"}
+             "max_attempts_factor", "keep_failed", "pilot", "work_unit", "clean", "description"}
+_CLEAN_KEYS = {"train", "test", "misclassified"}
 _CELL_KEYS = {"train", "test"}
 _ATTACK_KEYS = {"name", "grid", "settings"}
 _VICTIM_KEYS = {"name", "timm", "checkpoint", "mean", "std", "resize_to", "normalization"}
@@ -227,6 +243,18 @@ def _normalization(entry: dict, where: str) -> tuple[tuple[float, ...], tuple[fl
     return NORMALIZATIONS[name]
 
 
+def _clean(table) -> CleanPlan:
+    _typed(table, dict, "clean")
+    _check_keys(table, _CLEAN_KEYS, "clean")
+    counts = {k: _typed(table.get(k), int, f"clean.{k}") for k in ("train", "test")}
+    if min(counts.values()) < 1:
+        raise ScenarioError(f"clean: train and test must be ≥ 1 clean examples, got {counts}")
+    share = _finite(table.get("misclassified", CleanPlan.misclassified), "clean.misclassified")
+    if not 0 <= share <= 1:
+        raise ScenarioError(f"clean.misclassified must be a share in [0, 1], got {share:g}")
+    return CleanPlan(counts["train"], counts["test"], share)
+
+
 def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins.Registry | None = None) -> Scenario:
     """A scenario from its TOML table; attack and data-set names are looked up in ``registry``
     (default: what is installed)."""
@@ -262,6 +290,7 @@ def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins
         keep_failed=_typed(data.get("keep_failed", False), bool, "keep_failed"),
         pilot=_typed(data.get("pilot", 0), int, "pilot"),
         work_unit=_typed(data.get("work_unit", "job"), str, "work_unit"),
+        clean=_clean(data["clean"]) if "clean" in data else None,
     )
     if not 0 < sc.test_fraction < 1:
         raise ScenarioError(f"test_fraction must be in (0, 1), got {sc.test_fraction}")
@@ -274,6 +303,11 @@ def parse_scenario(data: dict, default_name: str = "scenario", registry: plugins
     if sc.work_unit not in ("job", "point"):
         raise ScenarioError(f"work_unit must be \"job\" (one shard per victim × attack × split) or \"point\" "
                             f"(one per grid point of it), got {sc.work_unit!r}")
+    if sc.clean is not None:
+        taken = [x.name for x in (*victims, *attacks) if x.name == CLEAN]
+        if taken:
+            raise ScenarioError(f"scenario: {CLEAN!r} is the label of the clean examples ([clean]); "
+                                f"rename the victim or attack called {CLEAN!r}")
     if sc.pilot and sc.keep_failed:
         raise ScenarioError("pilot and keep_failed = true cannot be combined: a point whose failures are kept "
                             "is never hopeless")

@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Mapping
 
-from .scenario import AttackPlan, Scenario
+from .scenario import CLEAN, AttackPlan, Scenario
 
 SPLITS = ("train", "test")
 WORK_UNITS = ("job", "point")
@@ -54,6 +54,11 @@ class Unit:
         return AttackPlan(plan.name, {k: (v,) for k, v in self.point}, plan.settings)
 
     @property
+    def is_clean(self) -> bool:
+        """The split's clean examples (the scenario's ``[clean]``): no victim attacked, no grid."""
+        return self.attack == CLEAN
+
+    @property
     def label(self) -> str:
         point = "" if self.point is None else " · " + " ".join(f"{k} {v:g}" for k, v in self.point)
         return f"{self.victim} · {self.attack} · {self.split}{point}"
@@ -69,11 +74,15 @@ def plan_units(scenario: Scenario) -> list[Unit]:
                     units += [Unit(victim.name, attack.name, split, tuple(p.items())) for p in attack.points()]
                 else:
                     units.append(Unit(victim.name, attack.name, split))
+    if scenario.clean is not None:
+        units += [Unit(CLEAN, CLEAN, split) for split in SPLITS]
     return units
 
 
 def estimated_cost(unit: Unit, scenario: Scenario, pixels: Mapping[str, int]) -> float:
     """Relative work of a unit: examples × grid points × attack iterations × input pixels of the victim."""
+    if unit.is_clean:  # one prediction per clean image and victim
+        return float(getattr(scenario.clean, unit.split) * sum(pixels.values()))
     plan = next(p for p in scenario.attacks if p.name == unit.attack)
     per_cell = scenario.train_per_cell if unit.split == "train" else scenario.test_per_cell
     points = 1 if unit.point is not None else len(plan.points())
