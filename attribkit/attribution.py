@@ -26,9 +26,10 @@ import torch
 
 from .errors import AttribkitError
 from .runtime import Runtime, runtime_of
-from .storage import read_bytes, tensors_from_bytes
-from .training.models import heads_of, predict
-from .training.run import input_shape, load_run
+from .storage import read_bytes, sha256_file, tensors_from_bytes
+from .training.models import heads_of, predict_with_features
+from .training.run import RUN_FILE, input_shape, load_run, load_trust
+from .trust.fitted import Trust, verdict
 
 BATCH_SIZE = 256  # images decoded, stacked and answered at a time
 
@@ -261,15 +262,18 @@ def _start(run, inputs, batch_size, verify, runtime):
     inputs = [os.fspath(i) for i in inputs]
     rt = runtime_of(runtime)
     meta, members = load_run(run, verify, rt)  # a broken run is named first, as before streaming
+    trust = load_trust(run, meta, verify)
     check_inputs(inputs)
     channels, size = input_shape(meta)
     heads = heads_of(members)
-    return meta, heads, _answers(members, heads, iter_inputs(inputs, channels, size), batch_size, rt)
+    return meta, heads, _answers(members, heads, trust, iter_inputs(inputs, channels, size), batch_size, rt)
 
 
-def _answers(members, heads, items: Iterator[Item], batch_size: int, rt: Runtime) -> Iterator[tuple[dict, dict]]:
+def _answers(members, heads, trust: Trust | None, items: Iterator[Item], batch_size: int,
+             rt: Runtime) -> Iterator[tuple[dict, dict]]:
     """(row, text) for each item, ``batch_size`` items decoded, stacked and predicted at a time; a batch
     is let go before the next is decoded, so at most one is in memory."""
+    threshold = trust.threshold if trust else None
     while True:
         batch = list(islice(items, batch_size))
         if not batch:
@@ -278,16 +282,28 @@ def _answers(members, heads, items: Iterator[Item], batch_size: int, rt: Runtime
         about = [(item.source, item.conversion) for item in batch]
         del batch
         with rt.numerics_in_effect(), torch.no_grad():
-            outputs = predict(members, stacked)
+            outputs, features = predict_with_features(members, stacked, features=trust is not None)
             del stacked
+            if trust is not None:
+                outputs = trust.calibrated(outputs)
+                scores = trust.scores(outputs, features).tolist()
+            else:
+                scores = [None] * len(about)
             answers = [head.answer(outputs) for head in heads.values()]
-        del outputs
+        del outputs, features
         for i, (source, conversion) in enumerate(about):
-            row: dict = {"input": source}
-            text: dict = {"input": source}
+            found: dict = {}
+            for answer in answers:
+                found.update(answer[i])
+            said = verdict(found, scores[i], threshold)
+            row: dict = {"input": source, "verdict": said, **found}
+            # the score beside the verdict (the threshold is the table's title): one column fewer for paths
+            text: dict = {"input": source, "verdict": said if scores[i] is None else f"{said} ({scores[i]:.3g})"}
             for head, answer in zip(heads.values(), answers):
-                row.update(answer[i])
                 text.update(head.shown(answer[i]) if answer[i] else {})
+            row["unknown_score"] = None if scores[i] is None else round(scores[i], 6)
+            row["unknown_threshold"] = threshold
+            row["calibrated"] = trust is not None
             row["conversion"] = conversion
             text["note"] = conversion or ""
             yield row, text
@@ -319,5 +335,19 @@ def attribute(run: str | Path, inputs: list[str], verify: bool = True, runtime: 
         results.append(row)
         shown.append(text)
     columns = [c for c in dict.fromkeys(k for text in shown for k in text) if c != "note"] + ["note"]
-    return {"run": str(run), "model": meta.config["model"], "heads": list(heads), "results": results,
+    return {**answered_by(run, meta), "heads": list(heads),
+            "unknown_threshold": meta.trust["unknown"]["threshold"] if meta.trust else None, "results": results,
             "table": {"columns": columns, "rows": [[text.get(c, "–") for c in columns] for text in shown]}}
+
+
+SCHEMA = "attribkit-attribution/1"
+
+
+def answered_by(run: str | Path, meta) -> dict:
+    """Who answered: the output's schema, the attribkit version, and the run (its run.json's sha256,
+    which covers the hash of every file of the run)."""
+    from . import __version__
+
+    return {"schema": SCHEMA, "attribkit": __version__, "run": str(run),
+            "run_sha256": sha256_file(Path(run) / RUN_FILE), "model": meta.config["model"],
+            "calibrated": meta.trust is not None}

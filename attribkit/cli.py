@@ -20,6 +20,7 @@ from .pipeline import DEMO
 from .runtime import DEVICE_HELP, PRECISIONS, Runtime, parse_shard, worker_from_env
 from .storage import IntegrityNotice
 from .training.config import TrainConfig
+from .trust.saving import SAVED_AS
 
 KIND_CHOICE = click.Choice(list(plugins.KINDS) + ["scenarios"])
 
@@ -337,7 +338,8 @@ def _print_summary(summary: dict, out: str) -> None:
 # The order `attribkit train --help` lists TrainConfig's fields in (the
 # fields' own order is run.json's and stays); a field not named here follows.
 TRAIN_OPTION_ORDER = ("model", "backbone", "width", "epochs", "batch_size", "input_scale", "stem", "pool", "lr",
-                      "schedule", "weight_decay", "validation", "per_cell", "quantize", "loss", "regression",
+                      "schedule", "weight_decay", "validation", "per_cell", "quantize", "jpeg", "unknown_score",
+                      "false_rejection", "loss", "regression",
                       "ae_weight", "perturbation", "task_specific", "fusion", "label_values", "heads", "seed")
 _CLICK_TYPES = {"str": str, "int": int, "float": float}
 
@@ -411,6 +413,27 @@ def _train(data_dir, config, out, verify, runtime):
     return train(data_dir, config, out, verify=verify, runtime=runtime)
 
 
+def _print_trust(trust: dict) -> None:
+    """The demo's trust numbers: calibration, clean images, attacks it never saw."""
+    table = Table(title="trust (see evaluation.md, \"Trust\")")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    pct = lambda v: "–" if v is None else f"{v:.2%}"
+    for head, c in trust["calibration"].items():
+        table.add_row(f"{head}: expected calibration error", f"{pct(c['ece'])} (uncalibrated {pct(c['ece_uncalibrated'])})")
+    known = trust["evaluated_split"]
+    if "rejected" in known:
+        table.add_row("known test images called unknown", pct(known["rejected"]))
+    if "clean" in known:
+        table.add_row(f"clean test images called clean ({known['clean']['examples']})", pct(known["clean"]["recall"]))
+        table.add_row("attack accuracy on the adversarial ones", pct(known["clean"]["attack_accuracy_adversarial"]))
+    for outside in trust.get("unknown", []):
+        for attack, g in outside["per_attack"].items():
+            auroc = "–" if g.get("auroc") is None else f"{g['auroc']:.3f}"
+            table.add_row(f"unseen attack {attack}: called unknown / AUROC", f"{pct(g.get('rejected'))} / {auroc}")
+    Console().print(table)
+
+
 def _print_metrics(title, metrics):
     table = Table(title=title)
     table.add_column("metric")
@@ -439,6 +462,14 @@ def _print_metrics(title, metrics):
 def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_jsonl):
     """Say which attack, victim and hyperparameter made each image.
 
+    Each image gets a verdict: `attributed` (the attack, victim and
+    hyperparameter shown are the model's answer), `clean` (the run has a
+    clean class and the image looks unattacked) or `unknown` (its unknown-
+    attack score is above the threshold the run chose on its validation
+    split: unlike every attack the run was trained on, so the attack shown is
+    only the nearest known one). Probabilities are calibrated on the
+    validation split. README "Reading an attribution" says more.
+
     INPUTS are PNG/JPEG files, folders of them (walked in sorted path order),
     or .safetensors batches (tensor 'images', N×C×H×W in [0, 1]). Lossless
     conversions (grey RGB to one channel, opaque alpha) are made and
@@ -450,27 +481,35 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
     time. A damaged image is found when its batch is decoded: the command
     stops there with an error naming it.
     """
-    from .attribution import attribute, iter_attributions
+    from .attribution import SCHEMA, attribute, iter_attributions
+    from .storage import sha256_file
+    from .training.run import RUN_FILE
 
     if as_json and as_jsonl:
         raise click.UsageError("--json and --jsonl: choose one (one document at the end, or one line per image)")
     _warn_plugin_errors()
     runtime = _runtime(device, tf32)
     if as_jsonl:
-        for row in iter_attributions(run, list(inputs), batch_size=batch_size, verify=not no_verify,
-                                     runtime=runtime):
-            click.echo(json.dumps(row, default=str))  # echo flushes: each line is out as soon as it is known
+        rows = iter_attributions(run, list(inputs), batch_size=batch_size, verify=not no_verify, runtime=runtime)
+        stamp = {"schema": SCHEMA, "run_sha256": sha256_file(Path(run) / RUN_FILE)}  # each line stands alone
+        for row in rows:
+            click.echo(json.dumps({**stamp, **row}, default=str))  # echo flushes: each line is out as soon as known
         return
     report = attribute(run, list(inputs), verify=not no_verify, runtime=runtime, batch_size=batch_size)
     shown = report.pop("table")  # the answers as text, one column per answer of every head
     if as_json:
         _echo_json(report)
         return
-    table = Table(title=f"attribution by {report['model']} ({run})")
-    for col in shown["columns"]:
-        table.add_column(col, overflow="fold")
+    threshold = report["unknown_threshold"]
+    table = Table(title=f"attribution by {report['model']} ({run})" + (
+        f"; verdict (unknown score): unknown above {threshold:.3g}" if threshold is not None
+        else "; uncalibrated, no unknown threshold"))
+    # a column no image fills (no conversion to note) would only squeeze the paths
+    kept = [i for i, col in enumerate(shown["columns"]) if any(row[i] not in ("", "–") for row in shown["rows"])]
+    for i in kept:
+        table.add_column(shown["columns"][i], overflow="fold")
     for row in shown["rows"]:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in kept))
     Console().print(table)
 
 
@@ -482,21 +521,33 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
 @click.option("--split", type=click.Choice(["test", "validation", "train"]), default="test", show_default=True,
               help="validation: the run's held-out training images (see `train --validation`).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default RUN/evaluation).")
+@click.option("--unknown", "unknown", multiple=True, type=click.Path(file_okay=False),
+              help="A data set of attacks (or victims) outside the run: its test split is scored against the "
+                   "evaluated split (AUROC, FPR@95TPR, rejected at the run's threshold, what its images were "
+                   "called, victim family accuracy). Repeat for several.")
+@click.option("--saved-as", "saved_as", default=",".join(SAVED_AS), show_default=True,
+              help="Also score the split's images re-encoded as each of these (comma-separated: float, png, "
+                   "jpegQ for a JPEG quality Q); 'none' for none.")
 @device_options()
 @STREAM
 @NO_VERIFY
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate_cmd(run, data_dir, baselines, split, out, device, tf32, stream, no_verify, as_json):
+def evaluate_cmd(run, data_dir, baselines, split, out, unknown, saved_as, device, tf32, stream, no_verify, as_json):
     """Accuracy, hyperparameter RMSE (ε×255, κ), per-attack × victim tables,
     Δ_MTL against baselines, parameters and FLOPs, and the paper's figures
     (t-SNE of the features, perturbations per attack and victim, training
     curves, confusion matrices, per-cell heat maps, RMSE per value); written
-    as evaluation.json, evaluation.md, PNGs and one self-contained report.html."""
+    as evaluation.json, evaluation.md, PNGs and one self-contained report.html.
+
+    The trust section: expected calibration error and a reliability diagram,
+    clean recall (with a clean class), known images called unknown, the
+    --unknown data sets, and accuracy with the images saved as PNG or JPEG."""
     from .evaluation import evaluate
 
     _warn_plugin_errors()
+    formats = [] if saved_as.strip() == "none" else [f.strip() for f in saved_as.split(",") if f.strip()]
     report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify,
-                      runtime=_runtime(device, tf32, stream=stream))
+                      runtime=_runtime(device, tf32, stream=stream), unknown=list(unknown), saved_as=formats)
     if as_json:
         _echo_json(report)
         return
@@ -596,6 +647,7 @@ def demo_cmd(out, scenario, victim_epochs, victim_width, backbone, epochs, width
         shown = [k for key in signatures for k in (key, f"{key}_per_attack") if k in report]
         _print_metrics(f"demo: MTAA on the {sc.name} scenario ({report['seconds']:.0f} s in all)",
                        {k: report[k] for k in shown + ["parameters_m", "gflops"]})
+        _print_trust(report["trust"])
         err_console.print(f"report: {report['out']}/evaluation.md")
 
 

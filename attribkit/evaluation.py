@@ -24,6 +24,8 @@ from .training.data import AttributionData, load_attribution_data, quantize, spl
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
 from .training.models import Member, device_of, heads_of, predict
 from .training.run import METRICS_JSON, load_run, read_run_meta
+from .trust.report import trust_markdown, trust_report
+from .trust.saving import SAVED_AS, parse_saved_as
 
 
 def check_label_spaces(meta: RunMeta, data: AttributionData, run: str) -> None:
@@ -110,17 +112,26 @@ def _history(run: Path, meta: RunMeta, verify: bool) -> list[dict]:
 
 def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list | tuple | None = None,
              out: str | Path | None = None, split: str = "test", verify: bool = True,
-             runtime: Runtime | None = None) -> dict:
+             runtime: Runtime | None = None, *, unknown: list | tuple = (),
+             saved_as: list | tuple = SAVED_AS) -> dict:
     """``baseline`` is one run or several: each gets a row and a Δ_MTL; the first is
     the report's ``baseline``. ``verify=False`` reads the run(s) and data set without
     checking their recorded hashes. With the runtime's ``stream``, images are read
-    from the data set's files a batch at a time."""
+    from the data set's files a batch at a time.
+
+    The report's ``trust`` section (:mod:`attribkit.trust.report`) has the calibration,
+    the verdicts on the split (clean recall, false rejections), for each data set in
+    ``unknown`` (attacks or victims outside the run) how well its images are told from
+    known ones, and the signature metrics with the images saved in each of ``saved_as``."""
+    for fmt in saved_as:
+        parse_saved_as(fmt)  # a typo fails before any work
     rt = runtime_of(runtime)
     with rt.numerics_in_effect():
-        return _evaluate(run, data_dir, baseline, out, split, verify, rt)
+        return _evaluate(run, data_dir, baseline, out, split, verify, rt, list(unknown), list(saved_as))
 
 
-def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtime) -> dict:
+def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtime, unknown: list,
+              saved_as: list) -> dict:
     baselines = [baseline] if isinstance(baseline, (str, Path)) else list(baseline or [])
     if split == "validation":
         data = _validation_data(run, baselines, data_dir, verify, rt.stream)
@@ -136,6 +147,8 @@ def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtim
         rows.append({"run": str(path), "model": base_meta.config["model"], **base,
                      "delta_mtl_percent": delta_mtl(result, base, described)})
     report["scores"] = described
+    report["trust"], found = trust_report(run, data, data_dir, unknown, saved_as, verify, rt, rt.stream)
+    sections.append(("Trust: calibration and unknown attacks", found))
     if rows:
         report["baselines"] = rows
         report["baseline"] = rows[0]
@@ -179,6 +192,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"### {described[metric]['title']} per attack × victim", "",
                   "| attack | " + " | ".join(victims) + " |", "|---" * (len(victims) + 1) + "|"]
         lines += [f"| {a} | " + " | ".join(value(metric, row[v]) for v in victims) + " |" for a, row in table.items()]
+    if "trust" in report:
+        lines += trust_markdown(report["trust"])
     for p in report.get("plots", []):
         lines += ["", f"![{Path(p).stem}]({Path(p).name})"]
     return "\n".join(lines) + "\n"

@@ -18,22 +18,12 @@ from . import figures, storage
 from .figures import Figure
 from .training.data import AttributionData
 from .training.metrics import signature_metrics
-from .training.models import Member, device_of
+from .training.models import Member, predict_with_features
 
 
-@torch.no_grad()
-def features_of(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def features_of(members: dict[str, Member], images: torch.Tensor) -> torch.Tensor:
     """Every member's attack and victim features side by side (a shared branch once)."""
-    device = device_of(members)
-    chunks = []
-    for i in range(0, len(images), batch_size):
-        parts = []
-        for m in members.values():
-            feats, _ = m.net.eval().features(images[i:i + batch_size].to(device))
-            unique = {id(t): t for t in feats.values()}
-            parts += list(unique.values())
-        chunks.append(torch.cat(parts, 1).cpu())
-    return torch.cat(chunks)
+    return predict_with_features(members, images, features=True)[1]
 
 
 def model_figures(members: dict[str, Member], data: AttributionData, images: torch.Tensor,
@@ -125,6 +115,27 @@ def row_delta(report: dict, row: int) -> float | None:
     return report.get("delta_mtl_percent") if row == 0 else 0.0
 
 
+def _markdown_html(lines: list[str]) -> str:
+    """The few markdown forms the trust section writes (headings, paragraphs, pipe tables) as HTML."""
+    esc, out, table = html.escape, [], []
+    for line in lines + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):  # the rule under a table's header
+                table.append([esc(c.strip().strip("`")) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *rows = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+            table = []
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            out.append(f"<h{level}>{esc(line.lstrip('#').strip().replace('`', ''))}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{esc(line.replace('`', ''))}</p>")
+    return "".join(out)
+
+
 def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
     """One self-contained page: the summary table, then every section's figures inline."""
     esc = html.escape
@@ -145,6 +156,10 @@ def html_report(report: dict, sections: list[tuple[str, list[Figure]]]) -> str:
     if report.get("baselines"):
         body.append("<p>Δ_MTL (eq. 15) of the evaluated model against the first baseline; against each: " + esc(
             ", ".join(f"{b['model']} ({b['run']}) {signed(b['delta_mtl_percent'])}" for b in report["baselines"])) + ".</p>")
+    if "trust" in report:
+        from .trust.report import trust_markdown
+
+        body.append(_markdown_html(trust_markdown(report["trust"])))
     for title, found in sections:
         if not found:
             continue

@@ -56,7 +56,7 @@ def verify(path: str | Path, record: bool = False) -> Verification:
             _check_folder_record(path, meta.name, zoo_store.FORMAT, [f"{meta.stem}.safetensors"], record, result,
                                  unversioned_ok=True)
     elif kind == "run":
-        files = [n for n in (run_store.WEIGHTS, run_store.METRICS_JSON, run_store.METRICS_CSV)]
+        files = [run_store.WEIGHTS, run_store.METRICS_JSON, run_store.METRICS_CSV, run_store.TRUST_FILE]
         _check_folder_record(path, run_store.RUN_FILE, RUN_FORMATS_READ, files, record, result)
     else:
         _check_folder_record(path, data_store.MANIFEST, data_store.FORMAT, None, record, result)

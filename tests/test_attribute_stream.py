@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from attribkit import attribution, plugins
 from attribkit.attribution import (
     BATCH_SIZE,
+    SCHEMA,
     IMAGE_SUFFIXES,
     attribute,
     check_inputs,
@@ -26,9 +27,11 @@ from attribkit.attribution import (
     walk_images,
 )
 from attribkit.cli import cli
+from attribkit.storage import sha256_file
 from attribkit.errors import AttribkitError
-from attribkit.training.models import heads_of, predict
-from attribkit.training.run import load_run
+from attribkit.training.models import heads_of, predict_with_features
+from attribkit.training.run import load_run, load_trust, read_run_meta
+from attribkit.trust.fitted import verdict
 
 SIZE = 28  # run reads 1×28×28
 RNG = np.random.default_rng(13)
@@ -95,15 +98,20 @@ def _expected(run: Path, inputs: list[str]) -> list[dict]:
             sources.append(item.source)
             images.append(item.image)
             conversions.append(item.conversion)
+    trust = load_trust(run, read_run_meta(run))
     with torch.no_grad():
-        outputs = predict(members, torch.stack(images))
+        outputs, features = predict_with_features(members, torch.stack(images), features=True)
+    outputs = trust.calibrated(outputs)
+    scores = trust.scores(outputs, features).tolist()
     answers = [head.answer(outputs) for head in heads_of(members).values()]
     rows = []
     for i, source in enumerate(sources):
-        row = {"input": source}
+        found = {}
         for answer in answers:
-            row.update(answer[i])
-        rows.append({**row, "conversion": conversions[i]})
+            found.update(answer[i])
+        rows.append({"input": source, "verdict": verdict(found, scores[i], trust.threshold), **found,
+                     "unknown_score": round(scores[i], 6), "unknown_threshold": trust.threshold,
+                     "calibrated": True, "conversion": conversions[i]})
     return rows
 
 
@@ -131,7 +139,8 @@ def counted(monkeypatch):
     """Counts decoded images and keeps a weak reference to each, and records every predict call:
     (images in the call, decoded images still alive then)."""
     seen = {"decoded": 0, "alive": [], "calls": []}
-    real_pil, real_st, real_predict = attribution._from_pil, attribution._iter_safetensors, attribution.predict
+    real_pil, real_st, real_predict = (attribution._from_pil, attribution._iter_safetensors,
+                                       attribution.predict_with_features)
 
     def track(item):
         seen["decoded"] += 1
@@ -141,13 +150,13 @@ def counted(monkeypatch):
     def alive() -> int:
         return sum(ref() is not None for ref in seen["alive"])
 
-    def spy(members, images):
+    def spy(members, images, **kw):
         seen["calls"].append((len(images), alive()))
-        return real_predict(members, images)
+        return real_predict(members, images, **kw)
 
     monkeypatch.setattr(attribution, "_from_pil", lambda *a: track(real_pil(*a)))
     monkeypatch.setattr(attribution, "_iter_safetensors", lambda *a: (track(i) for i in real_st(*a)))
-    monkeypatch.setattr(attribution, "predict", spy)
+    monkeypatch.setattr(attribution, "predict_with_features", spy)
     seen["alive_now"] = alive
     return seen
 
@@ -211,7 +220,8 @@ def test_results_are_identical_for_every_batch_size(run, tmp_path, counted):
     # one batch of 14 is the whole-stack computation, bit for bit
     assert reports[256]["results"] == expected
     for batch_size, report in reports.items():
-        assert set(report) == {"run", "model", "heads", "results", "table"}
+        assert set(report) == {"schema", "attribkit", "run", "run_sha256", "model", "calibrated", "heads",
+                               "unknown_threshold", "results", "table"}
         assert report["run"] == str(run) and report["heads"] == reports[256]["heads"]
         assert [r["input"] for r in report["results"]] == order
         assert _same(report["results"], expected), batch_size
@@ -296,11 +306,13 @@ def test_jsonl_prints_one_parseable_line_per_image(run, tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 14
     rows = [json.loads(line) for line in lines]
-    assert rows == attribute(run, inputs)["results"]
+    # each line stands alone: it names the output's schema and the run that answered
+    assert {(r.pop("schema"), r.pop("run_sha256")) for r in rows} == {(SCHEMA, sha256_file(Path(run) / "run.json"))}
+    assert _same(rows, attribute(run, inputs)["results"])
     assert not result.stderr.strip()
     # --json still prints one document with the same rows, whatever the batch size
     whole = _invoke(["attribute", "--run", run, *inputs, "--json", "--batch-size", "5"])
-    assert whole.exit_code == 0 and json.loads(whole.stdout)["results"] == rows
+    assert whole.exit_code == 0 and _same(json.loads(whole.stdout)["results"], rows)
 
 
 def test_jsonl_keeps_the_printed_lines_when_an_image_is_broken(run, tmp_path):

@@ -1296,13 +1296,13 @@ def _check_notes(rows: list, notes: tuple) -> None:
 def test_must_accept(case: Accept, ws: Workspace, monkeypatch):
     inputs = case.make(ws)
     seen = []
-    real = attribute_module.predict
+    real = attribute_module.predict_with_features
 
-    def spy(members, images):
+    def spy(members, images, **kw):
         seen.append(images.clone())
-        return real(members, images)
+        return real(members, images, **kw)
 
-    monkeypatch.setattr(attribute_module, "predict", spy)
+    monkeypatch.setattr(attribute_module, "predict_with_features", spy)
     run = ws.run()
     before = _tree(ws.root)
     result = _invoke(["attribute", "--run", run, *map(str, inputs), "--json"])

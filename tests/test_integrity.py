@@ -246,7 +246,7 @@ def test_record_never_blesses_a_damaged_file(data_copy):
 
 def test_a_run_records_its_files_and_attribute_refuses_damaged_weights(run, tiny_data, tmp_path):
     meta = json.loads((run / "run.json").read_text())
-    assert set(meta["files"]) == {"weights.safetensors", "metrics.json", "metrics.csv"}
+    assert set(meta["files"]) == {"weights.safetensors", "metrics.json", "metrics.csv", "trust.safetensors"}
     assert not any(p.name.startswith(".") for p in run.parent.iterdir())  # the staging folder is gone
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -270,7 +270,7 @@ def test_an_older_run_loads_with_a_notice(run, tmp_path):
     result = CliRunner().invoke(cli, ["verify", "--record", str(copy)])
     assert result.exit_code == 0, result.output
     assert set(json.loads((copy / "run.json").read_text())["files"]) == {
-        "weights.safetensors", "metrics.json", "metrics.csv"}
+        "weights.safetensors", "metrics.json", "metrics.csv", "trust.safetensors"}
 
 
 # --- zoos ---------------------------------------------------------------------

@@ -66,7 +66,8 @@ def mtaa_run(tiny_data, tmp_path_factory):
 
 def test_run_folder_holds_everything_to_reproduce_and_attribute(mtaa_run):
     out, meta = mtaa_run
-    assert {p.name for p in out.iterdir()} == {"run.json", "weights.safetensors", "metrics.json", "metrics.csv"}
+    assert {p.name for p in out.iterdir()} == {"run.json", "weights.safetensors", "metrics.json", "metrics.csv",
+                                               "trust.safetensors"}
     saved = json.loads((out / "run.json").read_text())
     assert saved["config"]["lr"] == 1e-3 and saved["config"]["weight_decay"] == 1e-3 and saved["config"]["batch_size"] == 16
     assert saved["label_spaces"]["attack"] == ["fgsm", "pgd", "cw"] and saved["members"] == ["mtaa"]
@@ -174,7 +175,7 @@ def test_evaluate_writes_tables_plots_and_delta_mtl(mtaa_run, tiny_data, tmp_pat
     assert report["baseline"]["model"] == "single-task" and report["parameters_m"] > 0 and report["gflops"] > 0
     assert report["delta_mtl_percent"] == delta_mtl(report, report["baseline"], report["scores"])
     figures = {"confusion_attack", "confusion_victim", "cells_attack", "cells_victim", "cells_hyperparameter",
-               "rmse_per_value_hyperparameter", "tsne_features", "perturbations", "training_curves"}
+               "rmse_per_value_hyperparameter", "tsne_features", "perturbations", "training_curves", "reliability"}
     files = {p.name for p in (tmp_path / "eval").iterdir()}
     assert files == {"evaluation.json", "evaluation.md", "report.html"} | {f"{f}.png" for f in figures}
     for name in figures:

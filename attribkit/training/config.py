@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import AttribkitError
 from ..model import STEMS
+from ..trust.unknown import DEFAULT_METHOD, METHODS
 
 # the allowed modes; TrainConfig is the one place that checks them
 MODELS = ("mtaa", "single-task", "single-label", "cnn")
@@ -76,6 +77,18 @@ class TrainConfig:
     # real adversarial images arrive as PNG
     quantize: bool = _option(True, "Train on the generated images as they are, not rounded to 8 bits as an image "
                                    "file would hold them.")
+    # real adversarial images arrive as JPEG too, which rounds a perturbation away (docs/trust.md)
+    jpeg: float = _option(0.0, "Re-encode this share of the training images as JPEG, at a quality drawn from "
+                               "50–95 per image, so the model answers images saved as JPEG (0 = never).",
+                          min=0, max=1, must="a share in [0, 1]")
+    unknown_score: str = _option(DEFAULT_METHOD, "How unlike the known attacks an image is (docs/trust.md): "
+                                                "Mahalanobis distance of its features to the nearest attack, "
+                                                "distance to its k-th nearest training example, 1 − the maximum "
+                                                "softmax, or the energy of the attack logits.",
+                                 choices=tuple(METHODS))
+    false_rejection: float = _option(0.05, "Share of the validation split's known images the unknown-attack "
+                                           "threshold may call unknown.", min=0, max=1, max_open=True,
+                                     must="a share in (0, 1)")
     heads: tuple[str, ...] = _option((), "Only these head plugins (default: all that apply).", option="--head")
     # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
     label_values: bool = _option(True, "single-label: one class per attack×victim combination, without the "

@@ -113,17 +113,35 @@ def device_of(members: dict[str, Member]) -> torch.device:
 def predict(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Every head's raw output for a batch of images, all members merged: computed on the
     members' device, returned on the CPU (where scores, answers and figures are made)."""
+    return predict_with_features(members, images, batch_size)[0]
+
+
+FEATURES = "features"  # not a head name: what predict_with_features returns the features under
+
+
+@torch.no_grad()
+def predict_with_features(members: dict[str, Member], images: torch.Tensor, batch_size: int = 256,
+                          features: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """:func:`predict`'s outputs, and (``features``) the features every head reads, side by side: each
+    member's branches in order, a branch two heads share once. One pass computes both."""
     device = device_of(members)
     for m in members.values():
         m.net.eval()
-    chunks = []
+    chunks, kept = [], []
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size].to(device)
         out: dict[str, torch.Tensor] = {}
+        parts = []
         for m in members.values():
-            out.update(m.net(batch))
+            feats, _ = m.net.features(batch)
+            out.update(m.net.run_heads(feats))
+            parts += list({id(t): t for t in feats.values()}.values())
         chunks.append({k: v.cpu() for k, v in out.items()})
-    return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+        if features:
+            kept.append(torch.cat(parts, 1).float().cpu())
+    if not chunks:
+        raise AttribkitError("no images to predict")
+    return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}, torch.cat(kept) if features else None
 
 
 def heads_of(members: dict[str, Member]) -> dict[str, nn.Module]:

@@ -5,6 +5,8 @@
                              sha256 of every file below ("files") and of itself
     RUN/weights.safetensors  every member's network and loss weights
     RUN/metrics.json|.csv    per-epoch loss and test metrics
+    RUN/trust.safetensors    the unknown-attack scorer (run.json "trust" has the temperatures
+                             and threshold; see attribkit.trust.fitted): with a validation split
 
 A run is written into a hidden sibling folder and renamed into place when
 complete, so RUN either holds a whole run or does not exist: a training
@@ -17,12 +19,16 @@ import csv
 import io
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from .. import plugins, storage
 from ..errors import AttribkitError, DataError
 from ..records import RUN_FORMATS_READ, RunMeta
 from ..runtime import Runtime, runtime_of
+from ..trust.fitted import TRUST_FILE, Trust
 from .config import TrainConfig
 from .models import Member, build_members
 
@@ -36,7 +42,8 @@ def staging_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list[dict]) -> None:
+def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list[dict],
+             trust: Trust | None = None) -> None:
     out = Path(out)
     staging = staging_folder(out)
     if staging.exists():
@@ -51,6 +58,10 @@ def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list
         METRICS_JSON: storage.write_json(staging / METRICS_JSON, {"epochs": history}),
         METRICS_CSV: storage.write_text(staging / METRICS_CSV, _csv(history)),
     }
+    if trust is not None:
+        files[TRUST_FILE] = storage.save_tensors(staging / TRUST_FILE, {k: v.contiguous() for k, v in trust.state.items()}
+                                                 or {"none": torch.zeros(0)})
+        meta = replace(meta, trust=trust.to_json())
     storage.write_json_record(staging / RUN_FILE, {**meta.to_json(),
                                                    storage.FILES: {k: v.to_json() for k, v in files.items()}})
     try:
@@ -128,8 +139,22 @@ def load_run(run: str | Path, verify: bool = True, runtime: Runtime | None = Non
     return meta, members
 
 
+def load_trust(run: str | Path, meta: RunMeta, verify: bool = True) -> Trust | None:
+    """The run's calibration and unknown-attack scorer; None for a run trained without a validation
+    split or by an attribkit before they existed."""
+    if meta.trust is None:
+        return None
+    run = Path(run)
+    if not (run / TRUST_FILE).exists():
+        raise AttribkitError(f"run folder {str(run)!r} has no {TRUST_FILE}, which its run.json names")
+    expected = storage.recorded_file(meta.file_record, TRUST_FILE, str(run / RUN_FILE)) if verify else None
+    state, _ = storage.read_tensors(run / TRUST_FILE, expected, error=AttribkitError)
+    state.pop("none", None)
+    return Trust.from_json(meta.trust, state, str(run / RUN_FILE))
+
+
 def input_shape(meta: RunMeta) -> tuple[int, int]:
     return meta.in_chans, meta.image_size
 
 
-__all__ = ["save_run", "load_run", "read_run_meta", "input_shape"]
+__all__ = ["save_run", "load_run", "load_trust", "read_run_meta", "input_shape"]

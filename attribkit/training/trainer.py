@@ -20,8 +20,14 @@ from . import distributed
 from .config import TrainConfig
 from .data import AttributionData, cap_per_cell, load_attribution_data, quantize, split_validation, target_stats
 from .metrics import evaluate_members
-from .models import Member, applicable_heads, build_members, fit_heads, predict
+from ..generation.units import derive_seed
+from ..trust.fitted import Trust, fit_trust
+from ..trust.saving import jpeg_augment
+from .models import Member, applicable_heads, build_members, fit_heads, heads_of, predict, predict_with_features
 from .run import save_run
+
+JPEG_QUALITIES = (50, 95)  # what --jpeg re-encodes at: from a rough save to a careful one
+
 
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify: bool = True,
           runtime: Runtime | None = None) -> RunMeta:
@@ -78,7 +84,8 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     results["loss_sigmas"] = {name: m.weighting.sigmas() for name, m in members.items()}
     meta = meta.with_results(**results)
     if rt.rank == 0:
-        save_run(out, meta, members, history)
+        trust = _fit_trust(members, train_data, validation, config) if validation is not None else None
+        save_run(out, meta, members, history, trust)
     distributed.barrier(rt)
     return meta
 
@@ -90,6 +97,19 @@ def _metrics(members: dict[str, Member], data: AttributionData, config: TrainCon
     share = images[int(mine[0]):int(mine[-1]) + 1] if len(mine) else images[:0]  # a view: a share is contiguous
     outputs = distributed.gather(predict(members, share), rt)
     return evaluate_members(members, data, config.quantize, outputs)
+
+
+def _fit_trust(members: dict[str, Member], train_data: AttributionData, validation: AttributionData,
+               config: TrainConfig) -> Trust:
+    """Temperatures and the unknown-attack threshold from the validation split, the scorer from the
+    training split's features (attribkit.trust.fitted)."""
+    def seen(data: AttributionData):
+        outputs, features = predict_with_features(members, quantize(data.images) if config.quantize else data.images,
+                                                  features=True)
+        return outputs, features, data.labels
+
+    return fit_trust(heads_of(members), train_data.label_spaces, seen(train_data), seen(validation),
+                     method=config.unknown_score, false_rejection=config.false_rejection)
 
 
 class Objective(nn.Module):
@@ -156,6 +176,8 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
     total = steps_per_epoch * config.epochs
     sched = _schedule(opt, config, total)
     gen = torch.Generator().manual_seed(config.seed)
+    # its own stream: switching the augmentation on must not change the batches' order
+    jpeg_gen = torch.Generator().manual_seed(derive_seed(config.seed, "jpeg"))
     images = quantize(train_data.images) if config.quantize else train_data.images
     history, step = [], 0
     bar = rt.progress.task(f"train {name}", total)
@@ -175,6 +197,8 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
                   for i in range(0, len(order), config.batch_size) if len(order) - i >= rt.world_size]
         for idx, (x, clean) in zip(shares, _read_ahead(shares, images, train_data.clean, rt.stream)):
             labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
+            if config.jpeg > 0:
+                x = jpeg_augment(x, config.jpeg, JPEG_QUALITIES, jpeg_gen)
             x, clean = rt.to_device(x), rt.to_device(clean)
             with rt.autocast():
                 loss = objective(x, clean, labels)

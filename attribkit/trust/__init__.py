@@ -1,0 +1,1 @@
+"""Trust outside the closed world: calibration, unknown-attack scores, verdicts."""

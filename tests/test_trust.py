@@ -1,0 +1,247 @@
+"""Trust outside the closed world: unknown-attack scores, temperatures and verdicts, stored with the run
+and reported by attribute and evaluate."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from attribkit import plugins
+from attribkit.attribution import SCHEMA, attribute
+from attribkit.cli import cli
+from attribkit.errors import AttribkitError
+from attribkit.evaluation import evaluate
+from attribkit.records import Labels
+from attribkit.storage import sha256_file
+from attribkit.training.config import TrainConfig
+from attribkit.training.run import load_trust, read_run_meta
+from attribkit.training.trainer import train
+from attribkit.trust.fitted import Trust, fit_trust, verdict
+from attribkit.trust.unknown import METHODS, fit_scorer, unknown_scores
+
+
+def _clusters(seed=0, n=200, d=6):
+    """Two tight Gaussian classes in d dimensions, and points far from both."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[4.0] + [0.0] * (d - 1), [-4.0] + [0.0] * (d - 1)])
+    classes = torch.arange(n) % 2
+    known = centres[classes] + 0.5 * torch.randn(n, d, generator=g)
+    far = torch.zeros(20, d)
+    far[:, 1] = 6 + torch.randn(20, generator=g)  # off the axis the classes lie on
+    return known, classes, far
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "knn"])
+def test_feature_scores_rank_far_points_above_every_known_one(method):
+    known, classes, far = _clusters()
+    state = fit_scorer(method, known, classes)
+    logits = torch.zeros(len(known), 2)
+    inside = unknown_scores(method, state, known, logits)
+    outside = unknown_scores(method, state, far, torch.zeros(len(far), 2))
+    assert outside.min() > inside.max()
+    # one image's score does not depend on the others answered with it
+    assert torch.allclose(unknown_scores(method, state, known[:7], logits[:7]), inside[:7])
+
+
+def test_mahalanobis_is_the_squared_distance_to_the_nearest_class_mean():
+    known, classes, _ = _clusters(d=3)
+    state = fit_scorer("mahalanobis", known, classes)
+    x = torch.tensor([[4.0, 0.3, -0.2]])
+    precision = state["precision"]
+    expected = min(float((x.double() - m) @ precision @ (x.double() - m).T) for m in state["means"])
+    assert unknown_scores("mahalanobis", state, x, torch.zeros(1, 2)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_logit_scores_follow_the_confidence():
+    logits = torch.tensor([[9.0, 0.0], [0.2, 0.0]])
+    for method in ("msp", "energy"):
+        sure, unsure = unknown_scores(method, {}, torch.zeros(2, 1), logits).tolist()
+        assert sure < unsure, method
+
+
+class _Head(torch.nn.Module):
+    task = "classification"
+
+    def __init__(self, name, classes):
+        super().__init__()
+        self.name, self.classes = name, classes
+
+    def target(self, labels):
+        y = labels.attack
+        return y, torch.ones_like(y, dtype=torch.bool)
+
+
+def _labels(attack):
+    n = len(attack)
+    return Labels(attack, torch.zeros(n, dtype=torch.long), torch.zeros(n, 0), torch.full((n,), -1))
+
+
+def test_fit_trust_rejects_the_asked_share_of_validation_and_calibrates(tiny_data):
+    from attribkit.records import LabelSpaces
+
+    spaces = read_run_meta_spaces(tiny_data)
+    known, classes, _ = _clusters(n=400)
+    train_part, valid_part = slice(0, 200), slice(200, 400)
+    logits = torch.nn.functional.one_hot(classes, len(spaces.attacks)).float() * 20  # overconfident, always right
+    logits[200:210] = logits[200:210].flip(1)  # …but wrong on ten validation images
+    heads = {"attack": _Head("attack", list(spaces.attacks))}
+    trust = fit_trust(heads, spaces, ({"attack": logits[train_part]}, known[train_part], _labels(classes[train_part])),
+                      ({"attack": logits[valid_part]}, known[valid_part], _labels(classes[valid_part])),
+                      false_rejection=0.1)
+    assert isinstance(spaces, LabelSpaces) and trust.attack_head == "attack"
+    scores = trust.scores(trust.calibrated({"attack": logits[valid_part]}), known[valid_part])
+    assert float((scores > trust.threshold).double().mean()) <= 0.1
+    assert trust.fitted["validation_rejected"] <= 0.1
+    assert trust.temperatures["attack"] > 1  # 5 % wrong at logit gap 20: softened
+    # a temperature changes probabilities, never the predicted class
+    calibrated = trust.calibrated({"attack": logits})["attack"]
+    assert torch.equal(calibrated.argmax(1), logits.argmax(1))
+
+
+def read_run_meta_spaces(data_dir):
+    from attribkit.storage.dataset import read_manifest
+
+    return read_manifest(data_dir).label_spaces
+
+
+def test_verdicts():
+    assert verdict({"attack": "pgd"}, 3.0, 2.0) == "unknown"
+    assert verdict({"attack": "clean"}, 3.0, 2.0) == "unknown"  # unlike anything known, clean included
+    assert verdict({"attack": "clean"}, 1.0, 2.0) == "clean"
+    assert verdict({"attack": "pgd"}, 2.0, 2.0) == "attributed"  # at the threshold: accepted
+    assert verdict({"attack": "pgd"}, None, None) == "attributed"  # a run without a threshold
+
+
+def test_a_run_with_a_validation_split_stores_its_trust(tiny_run):
+    meta = read_run_meta(tiny_run)
+    trust = load_trust(tiny_run, meta)
+    assert isinstance(trust, Trust) and trust.method == "mahalanobis" and trust.false_rejection == 0.05
+    assert set(trust.temperatures) >= {"attack", "victim"} and all(t > 0 for t in trust.temperatures.values())
+    assert set(trust.state) == {"means", "precision"}
+    assert meta.files["trust.safetensors"]["sha256"] == sha256_file(tiny_run / "trust.safetensors")
+    assert trust.fitted["temperatures_and_threshold"]["split"] == "validation"
+    assert trust.fitted["scorer"]["examples"] == meta.data["train"]
+
+
+def test_a_damaged_trust_file_is_refused(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    raw = bytearray((run / "trust.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (run / "trust.safetensors").write_bytes(bytes(raw))
+    result = CliRunner().invoke(cli, ["attribute", "--run", str(run), str(_batch(tmp_path))])
+    assert result.exit_code == 1 and "trust.safetensors" in result.output and "Traceback" not in result.output
+
+
+def _batch(tmp_path, n=4, seed=0):
+    path = tmp_path / "batch.safetensors"
+    save_file({"images": torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))}, str(path))
+    return path
+
+
+def test_attribute_reports_verdicts_scores_and_who_answered(tiny_run, tmp_path, monkeypatch):
+    batch = _batch(tmp_path)
+    report = attribute(tiny_run, [str(batch)])
+    assert report["schema"] == SCHEMA and report["run_sha256"] == sha256_file(tiny_run / "run.json")
+    assert report["attribkit"] and report["calibrated"] is True
+    threshold = load_trust(tiny_run, read_run_meta(tiny_run)).threshold
+    for row in report["results"]:
+        assert row["unknown_threshold"] == threshold
+        assert row["verdict"] == ("unknown" if row["unknown_score"] > threshold else "attributed")
+    # the verdict follows the threshold: at -inf every image is unknown, at +inf none
+    import attribkit.attribution as attribution
+
+    for value, expected in ((float("-inf"), {"unknown"}), (float("inf"), {"attributed"})):
+        def moved(run, meta, verify=True, _load=load_trust, _value=value):
+            trust = _load(run, meta, verify)
+            trust.threshold = _value
+            return trust
+        monkeypatch.setattr(attribution, "load_trust", moved)
+        assert {r["verdict"] for r in attribute(tiny_run, [str(batch)])["results"]} == expected
+
+
+def test_jsonl_lines_name_the_schema_and_the_run(tiny_run, tmp_path):
+    result = CliRunner().invoke(cli, ["attribute", "--run", str(tiny_run), str(_batch(tmp_path)), "--jsonl"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 4
+    assert {line["schema"] for line in lines} == {SCHEMA}
+    assert {line["run_sha256"] for line in lines} == {sha256_file(tiny_run / "run.json")}
+    assert all(line["verdict"] in ("attributed", "unknown") for line in lines)
+
+
+@pytest.fixture(scope="module")
+def run_without_validation(tiny_data, tmp_path_factory):
+    plugins.reset()
+    out = tmp_path_factory.mktemp("noval") / "run"
+    train(tiny_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1, validation=0), out)
+    return out
+
+
+def test_a_run_without_validation_has_no_trust_and_says_so(run_without_validation, tmp_path):
+    meta = read_run_meta(run_without_validation)
+    assert meta.trust is None and load_trust(run_without_validation, meta) is None
+    assert not (run_without_validation / "trust.safetensors").exists()
+    report = attribute(run_without_validation, [str(_batch(tmp_path))])
+    assert report["calibrated"] is False
+    assert all(r["verdict"] == "attributed" and r["unknown_score"] is None for r in report["results"])
+
+
+def test_evaluate_reports_calibration_unknowns_and_saved_formats(tiny_run, tiny_data, tmp_path):
+    report = evaluate(tiny_run, tiny_data, out=tmp_path / "ev", unknown=[tiny_data], saved_as=["png", "jpeg50"])
+    trust = report["trust"]
+    assert trust["calibrated"] is True
+    for head in ("attack", "victim"):
+        c = trust["calibration"][head]
+        assert 0 <= c["ece"] <= 1 and 0 <= c["ece_uncalibrated"] <= 1 and c["temperature"] > 0
+    known = trust["evaluated_split"]
+    assert sum(known["verdicts"].values()) == report["examples"]
+    # the data set scored as its own "unknown": every test image is in it, so the counts agree
+    outside = trust["unknown"][0]
+    assert outside["examples"] == report["examples"] and 0 <= outside["auroc"] <= 1
+    assert outside["verdicts"] == known["verdicts"]
+    assert set(outside["per_attack"]) == {"fgsm", "pgd", "cw"}
+    for name, group in outside["per_attack"].items():
+        assert sum(group["called"].values()) == group["examples"] and group["attack_accuracy"] is not None
+    for victim, group in outside["per_victim"].items():  # the same victims: their families are the run's
+        assert group["family"] == victim.removeprefix("tiny-").replace("resnet", "resnet18").replace("vgg", "vgg16")
+        assert group["victim_family_accuracy"] is not None
+    assert list(trust["saved_as"]) == ["png", "jpeg50"]
+    assert trust["saved_as"]["png"]["attack_accuracy"] == report["attack_accuracy"]  # the run quantizes: png = as scored
+    md = (tmp_path / "ev" / "evaluation.md").read_text()
+    assert "## Trust" in md and "Saved as" in md and "Outside the run" in md
+    assert "reliability.png" in {p.split("/")[-1] for p in report["plots"]}
+
+
+def test_evaluate_refuses_an_unknown_format_in_one_line(tiny_run, tiny_data, tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data),
+                                      "--out", str(tmp_path / "ev"), "--saved-as", "png,gif"])
+    assert result.exit_code == 1 and "gif" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "ev").exists()
+
+
+def test_jpeg_augmentation_is_recorded_reproducible_and_changes_the_model(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    plugins.reset()
+    config = TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1, validation=0, heads=("attack",))
+    runs = {}
+    for name, jpeg in (("plain", 0.0), ("jpeg", 0.5), ("jpeg-again", 0.5)):
+        train(tiny_data, TrainConfig(**{**config.to_dict(), "heads": ("attack",), "jpeg": jpeg}), tmp_path / name)
+        runs[name] = load_file(str(tmp_path / name / "weights.safetensors"))
+    assert json.loads((tmp_path / "jpeg" / "run.json").read_text())["config"]["jpeg"] == 0.5
+    assert all(torch.equal(runs["jpeg"][k], runs["jpeg-again"][k]) for k in runs["jpeg"])
+    assert not all(torch.equal(runs["jpeg"][k], runs["plain"][k]) for k in runs["jpeg"])
+
+
+def test_trust_options_are_checked():
+    with pytest.raises(AttribkitError, match="unknown_score must be one of"):
+        TrainConfig(unknown_score="vibes")
+    with pytest.raises(AttribkitError, match="false_rejection must be a share in"):
+        TrainConfig(false_rejection=1.0)
+    with pytest.raises(AttribkitError, match="jpeg must be a share"):
+        TrainConfig(jpeg=1.5)
+    assert set(METHODS) == {"mahalanobis", "knn", "msp", "energy"}
