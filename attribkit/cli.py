@@ -340,7 +340,7 @@ def _print_summary(summary: dict, out: str) -> None:
 TRAIN_OPTION_ORDER = ("model", "backbone", "width", "epochs", "batch_size", "input_scale", "stem", "pool", "lr",
                       "schedule", "weight_decay", "validation", "per_cell", "quantize", "jpeg", "unknown_score",
                       "false_rejection", "loss", "regression",
-                      "ae_weight", "perturbation", "task_specific", "fusion", "label_values", "heads", "seed")
+                      "ae_weight", "perturbation", "task_specific", "fusion", "label_values", "heads", "attacks", "seed")
 _CLICK_TYPES = {"str": str, "int": int, "float": float}
 
 

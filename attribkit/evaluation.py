@@ -20,7 +20,7 @@ from .records import RunMeta
 from .runtime import Runtime, runtime_of
 from .report import html_report, metric_text, model_figures, row_delta, signed, write_figures
 from .training.config import TrainConfig
-from .training.data import AttributionData, load_attribution_data, quantize, split_validation
+from .training.data import AttributionData, load_attribution_data, narrow_attacks, quantize, split_validation
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
 from .training.models import Member, device_of, heads_of, predict
 from .training.run import METRICS_JSON, load_run, read_run_meta
@@ -137,6 +137,9 @@ def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtim
         data = _validation_data(run, baselines, data_dir, verify, rt.stream)
     else:
         data = load_attribution_data(data_dir, split, verify, rt.stream)
+    trained_on = TrainConfig.from_dict(read_run_meta(run, verify).config, where=str(run)).attacks
+    if trained_on:  # a run of some of the data set's attacks is scored on those (the rest: --unknown)
+        data = narrow_attacks(data, trained_on)
     meta, result, described, sections = _evaluate_one(str(run), data, verify, rt, draw=True)
     report = {"run": str(run), "model": meta.config["model"], "data": str(data_dir), "split": split, **result}
     rows = []

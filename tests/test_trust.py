@@ -245,3 +245,35 @@ def test_trust_options_are_checked():
     with pytest.raises(AttribkitError, match="jpeg must be a share"):
         TrainConfig(jpeg=1.5)
     assert set(METHODS) == {"mahalanobis", "knn", "msp", "energy"}
+
+
+def test_narrowing_to_some_attacks_relabels_as_a_data_set_of_them(tiny_data):
+    from attribkit.training.data import load_attribution_data, narrow_attacks
+
+    data = load_attribution_data(tiny_data, "test")
+    only = narrow_attacks(data, ["cw", "fgsm"])  # the data set's order is kept, not the order asked
+    assert only.label_spaces.attacks == ("fgsm", "cw") and only.label_spaces.victims == data.label_spaces.victims
+    assert only.label_spaces.hp_names == ["eps", "kappa"]
+    assert len(only) == int((data.labels.attack != 1).sum())
+    assert only.labels.attack.tolist() == [0 if a == 0 else 1 for a in data.labels.attack.tolist() if a != 1]
+    fgsm = narrow_attacks(data, ["fgsm"])
+    assert fgsm.label_spaces.hp_names == ["eps"] and fgsm.labels.hp.shape == (len(fgsm), 1)
+    assert fgsm.label_spaces.hyperparameters["eps"].attacks == ("fgsm",)
+    assert torch.equal(fgsm.labels.hp[:, 0], data.labels.hp[data.labels.attack == 0, 0])
+    assert narrow_attacks(data, ["fgsm", "pgd", "cw"]) is data
+    with pytest.raises(AttribkitError, match="attack 'deepfool' is not in the data set"):
+        narrow_attacks(data, ["deepfool"])
+
+
+def test_a_run_of_some_attacks_scores_the_others_as_unknown(tiny_data, tmp_path):
+    plugins.reset()
+    run = tmp_path / "run"
+    meta = train(tiny_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1, attacks=("fgsm", "pgd")),
+                 run)
+    assert meta.label_spaces.attacks == ("fgsm", "pgd") and meta.label_spaces.hp_names == ["eps"]
+    report = evaluate(run, tiny_data, out=tmp_path / "ev", unknown=[tiny_data], saved_as=[])
+    assert set(report["tables"]["attack_accuracy"]) == {"fgsm", "pgd"}  # scored on its own attacks only
+    held = report["trust"]["unknown"][0]["per_attack"]["cw"]
+    assert "attack_accuracy" not in held and 0 <= held["auroc"] <= 1
+    assert set(held["called"]) <= {"fgsm", "pgd"} and sum(held["called"].values()) == held["examples"]
+    assert report["trust"]["unknown"][0]["per_attack"]["fgsm"]["attack_accuracy"] is not None

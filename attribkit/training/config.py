@@ -90,6 +90,10 @@ class TrainConfig:
                                            "threshold may call unknown.", min=0, max=1, max_open=True,
                                      must="a share in (0, 1)")
     heads: tuple[str, ...] = _option((), "Only these head plugins (default: all that apply).", option="--head")
+    # held-out attacks: train on some, score the others as unknown (bench/trust.py's leave-one-family-out)
+    attacks: tuple[str, ...] = _option((), "Train on these attacks of the data set only (and 'clean', if named); "
+                                           "evaluate --unknown on the same data set scores the others as attacks "
+                                           "the run never saw. Default: all.", option="--attack")
     # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)
     label_values: bool = _option(True, "single-label: one class per attack×victim combination, without the "
                                        "hyperparameter value (the paper's Table 2; by default Table 4's, with it).")
@@ -99,8 +103,9 @@ class TrainConfig:
             value, (kind, what) = getattr(self, f.name), _KINDS[f.type]
             if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
                 raise AttribkitError(f"{f.name} must be {what}, got {value!r}")
-        if not all(isinstance(h, str) for h in self.heads):
-            raise AttribkitError(f"heads must be a list of names, got {list(self.heads)!r}")
+        for name in ("heads", "attacks"):
+            if not all(isinstance(h, str) for h in getattr(self, name)):
+                raise AttribkitError(f"{name} must be a list of names, got {list(getattr(self, name))!r}")
         for f in fields(self):  # the choices and bounds the CLI offers, for every other caller too
             value, meta = getattr(self, f.name), f.metadata
             if "choices" in meta and value not in meta["choices"]:
@@ -132,8 +137,9 @@ class TrainConfig:
         if unknown:
             raise AttribkitError(f"{where}: unknown key {unknown[0]!r} in the train config")
         data = {**{k: v for k, v in LEGACY.items() if k not in data}, **data}
-        if isinstance(data.get("heads"), list):
-            data["heads"] = tuple(data["heads"])
+        for name in ("heads", "attacks"):
+            if isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
         try:
             return cls(**data)
         except AttribkitError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -10,7 +10,7 @@ import torch
 from ..errors import AttribkitError, DataError
 from ..storage import Rows
 from ..storage.dataset import CLEAN, load_split_with_manifest, open_data_file, read_data_file
-from ..records import Labels, LabelSpaces  # noqa: F401  (LabelSpaces: AttributionData.label_spaces)
+from ..records import CLEAN as CLEAN_LABEL, Labels, LabelSpaces
 
 
 @dataclass
@@ -40,6 +40,35 @@ class AttributionData:
         """The examples where ``keep`` (a boolean mask) is true, in order."""
         return AttributionData(_take(self.images, keep), _take(self.clean, keep), self.labels.take(keep),
                                self.label_spaces, self.fingerprint, self.clean_index[keep])
+
+
+def narrow_attacks(data: AttributionData, attacks: tuple[str, ...] | list[str]) -> AttributionData:
+    """Only the examples of these attacks (``clean`` too, if named), relabelled as a data set that had
+    only them: the attacks keep their order, hyperparameters no kept attack has are dropped, and the
+    victim ``clean`` goes with the attack ``clean``. What ``train --attack`` trains on; the examples
+    left out are attacks the run never saw (``evaluate --unknown`` on the same data set scores them)."""
+    spaces = data.label_spaces
+    unknown = [a for a in attacks if a not in spaces.attacks]
+    if unknown:
+        raise DataError(f"attack {unknown[0]!r} is not in the data set (its attacks: {', '.join(spaces.attacks)})")
+    kept = [a for a in spaces.attacks if a in attacks]
+    if len(kept) == len(spaces.attacks):
+        return data
+    keep_clean = spaces.clean and CLEAN_LABEL in kept
+    info = {a: spaces.attack_info[a] for a in kept}
+    hps = {n: replace(h, attacks=tuple(a for a in h.attacks if a in kept)) for n, h in spaces.hyperparameters.items()
+           if any(n in info[a].hyperparameters for a in kept)}
+    victims = spaces.victims if keep_clean or not spaces.clean else spaces.victims[:-1]
+    narrowed = LabelSpaces(tuple(kept), victims, hps, info, clean=keep_clean, extra=spaces.extra)
+    index = {spaces.attacks.index(a): i for i, a in enumerate(kept)}
+    part = data.subset(torch.isin(data.labels.attack, torch.tensor(sorted(index))))
+    labels = part.labels
+    columns = [spaces.hp_names.index(n) for n in hps]
+    remap = torch.full((len(spaces.attacks),), -1, dtype=torch.long)
+    remap[list(index)] = torch.tensor(list(index.values()))
+    part.labels = Labels(remap[labels.attack], labels.victim, labels.hp[:, columns], labels.target, labels.extra)
+    part.label_spaces = narrowed
+    return part
 
 
 def _take(rows: torch.Tensor | Rows, keep: torch.Tensor) -> torch.Tensor | Rows:

@@ -18,7 +18,8 @@ from ..runtime import Quiet, Runtime, runtime_of
 from ..versions import library_versions
 from . import distributed
 from .config import TrainConfig
-from .data import AttributionData, cap_per_cell, load_attribution_data, quantize, split_validation, target_stats
+from .data import (AttributionData, cap_per_cell, load_attribution_data, narrow_attacks, quantize, split_validation,
+                   target_stats)
 from .metrics import evaluate_members
 from ..generation.units import derive_seed
 from ..trust.fitted import Trust, fit_trust
@@ -50,10 +51,14 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AttribkitError(f"--out {str(out)!r} is not empty; choose a new run folder (nothing was changed)")
     # validation first, so it is the same examples whatever per_cell keeps
+    # validation first (and before narrowing to --attack), so every run holds out the same clean images
     train_data, validation = split_validation(load_attribution_data(data_dir, "train", verify, rt.stream),
                                               config.validation)
-    train_data = cap_per_cell(train_data, config.per_cell)
     test_data = load_attribution_data(data_dir, "test", verify, rt.stream)
+    if config.attacks:
+        train_data, test_data = narrow_attacks(train_data, config.attacks), narrow_attacks(test_data, config.attacks)
+        validation = narrow_attacks(validation, config.attacks) if validation is not None else None
+    train_data = cap_per_cell(train_data, config.per_cell)
     torch.manual_seed(config.seed)
     stats = target_stats(train_data)
     spaces, columns = train_data.label_spaces, train_data.columns
