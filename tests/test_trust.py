@@ -214,6 +214,21 @@ def test_evaluate_reports_calibration_unknowns_and_saved_formats(tiny_run, tiny_
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "## Trust" in md and "Saved as" in md and "Outside the run" in md
     assert "reliability.png" in {p.split("/")[-1] for p in report["plots"]}
+    assert "unknown_scores.png" in {p.split("/")[-1] for p in report["plots"]}
+    page = (tmp_path / "ev" / "report.html").read_text()
+    assert "<h2>Trust</h2>" in page and "<th>ECE (%)</th>" in page and "Outside the run" in page
+
+
+def test_evaluate_cli_takes_unknown_data_sets_and_formats(tiny_run, tiny_data, tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data), "--out",
+                                      str(tmp_path / "ev"), "--unknown", str(tiny_data), "--saved-as", "png, jpeg75",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    trust = json.loads(result.stdout)["trust"]
+    assert list(trust["saved_as"]) == ["png", "jpeg75"] and trust["unknown"][0]["data"] == str(tiny_data)
+    none = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data), "--out",
+                                    str(tmp_path / "ev2"), "--saved-as", "none", "--json"])
+    assert none.exit_code == 0 and "saved_as" not in json.loads(none.stdout)["trust"]
 
 
 def test_evaluate_refuses_an_unknown_format_in_one_line(tiny_run, tiny_data, tmp_path):

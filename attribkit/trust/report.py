@@ -45,10 +45,11 @@ SAVE_BATCH = 1024  # images re-encoded and predicted at a time
 def families(data_dir: str | Path, verify: bool = True) -> dict[str, str]:
     """Each victim of a data set → its family: the architecture it was built from (zoo victims), else
     its timm model, else its name. Victims retrained from another seed or width share a family."""
-    found = {}
-    for name, record in read_manifest(data_dir, verify).victims.items():
-        found[name] = record.get("architecture") or record.get("timm_name") or name
-    found[CLEAN] = CLEAN
+    manifest = read_manifest(data_dir, verify)
+    found = {name: record.get("architecture") or record.get("timm_name") or name
+             for name, record in manifest.victims.items()}
+    if manifest.label_spaces.clean:
+        found[CLEAN] = CLEAN
     return found
 
 
@@ -210,6 +211,7 @@ def _score_histogram(known: torch.Tensor, unknowns: list[dict], threshold: float
     values = torch.cat(list(groups.values())).double()
     low, high = float(values.min()), float(values.max())
     shift = 0.0 if low > 0 else 1e-6 - low  # a log axis needs positive values
+    high = max(high, (low + shift) * 1.01 - shift + 1e-9)  # all equal: still a range to bin
     bins = torch.logspace(torch.log10(torch.tensor(low + shift)), torch.log10(torch.tensor(high + shift)), 40)
     for name, scores in groups.items():
         ax.hist((scores.double() + shift).numpy(), bins=bins.numpy(), histtype="step", density=True, label=name,
