@@ -371,7 +371,7 @@ def _field_option(f: dataclasses.Field):
         kind = click.Choice(list(meta["choices"]))
     elif "min" in meta or "max" in meta:
         kind = (click.IntRange if f.type == "int" else click.FloatRange)(
-            meta.get("min"), meta.get("max"), max_open=meta.get("max_open", False))
+            meta.get("min"), meta.get("max"), min_open=meta.get("min_open", False), max_open=meta.get("max_open", False))
     else:
         kind = _CLICK_TYPES[f.type]
     return click.option(meta.get("option", flag), f.name, type=kind, default=f.default, show_default=True,

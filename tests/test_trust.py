@@ -255,8 +255,11 @@ def test_jpeg_augmentation_is_recorded_reproducible_and_changes_the_model(tiny_d
 def test_trust_options_are_checked():
     with pytest.raises(AttribkitError, match="unknown_score must be one of"):
         TrainConfig(unknown_score="vibes")
-    with pytest.raises(AttribkitError, match="false_rejection must be a share in"):
-        TrainConfig(false_rejection=1.0)
+    for share in (0.0, 1.0):  # none rejected, or all: no threshold to choose
+        with pytest.raises(AttribkitError, match="false_rejection must be a share in"):
+            TrainConfig(false_rejection=share)
+    refused = CliRunner().invoke(cli, ["train", "--data", "d", "--out", "o", "--false-rejection", "0"])
+    assert refused.exit_code == 2 and "0<x<1" in refused.output
     with pytest.raises(AttribkitError, match="jpeg must be a share"):
         TrainConfig(jpeg=1.5)
     assert set(METHODS) == {"mahalanobis", "knn", "msp", "energy"}

@@ -28,7 +28,7 @@ def _option(default, help: str = "", **cli) -> Any:
 
     ``help`` documents the option; for a bool that defaults to True that is
     its ``--no-NAME`` flag. ``choices`` are the allowed values; ``min``,
-    ``max`` (and ``max_open``) bound a number, and ``must`` words the bound
+    ``max`` (and ``min_open``, ``max_open``) bound a number, and ``must`` words the bound
     in the error; ``option`` names an option other than ``--NAME``.
     """
     return field(default=default, metadata={"help": help, **cli})
@@ -87,8 +87,8 @@ class TrainConfig:
                                                 "softmax, or the energy of the attack logits.",
                                  choices=tuple(METHODS))
     false_rejection: float = _option(0.05, "Share of the validation split's known images the unknown-attack "
-                                           "threshold may call unknown.", min=0, max=1, max_open=True,
-                                     must="a share in (0, 1)")
+                                           "threshold may call unknown.", min=0, max=1, min_open=True,
+                                     max_open=True, must="a share in (0, 1)")
     heads: tuple[str, ...] = _option((), "Only these head plugins (default: all that apply).", option="--head")
     # held-out attacks: train on some, score the others as unknown (bench/trust.py's leave-one-family-out)
     attacks: tuple[str, ...] = _option((), "Train on these attacks of the data set only (and 'clean', if named); "
@@ -112,7 +112,7 @@ class TrainConfig:
                 raise AttribkitError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
             low, high = meta.get("min"), meta.get("max")
             # written as what must hold, so NaN fails it
-            if not ((low is None or value >= low) and
+            if not ((low is None or (value > low if meta.get("min_open") else value >= low)) and
                     (high is None or (value < high if meta.get("max_open") else value <= high))):
                 must = meta.get("must") or (f"≥ {low}" if high is None else f"in [{low}, {high}]")
                 raise AttribkitError(f"{f.name} must be {must}, got {value}")
