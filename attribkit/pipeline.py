@@ -28,12 +28,17 @@ DEMO = {"victim_epochs": 4, "backbone": "convnet", "width": 0.5, "input_scale": 
         "schedule": "cosine"}
 
 
+UNKNOWN_SCENARIO = "quick-unknown"  # built-in: attacks outside quick, which the demo's report scores as unknown
+
+
 def demo(out: str | Path, scenario: Any = "quick", victim_epochs: int = DEMO["victim_epochs"],
          victim_width: float | None = None, backbone: str = DEMO["backbone"], epochs: int = DEMO["epochs"],
          width: float = DEMO["width"], input_scale: int = DEMO["input_scale"], *,
          runtime: Runtime | None = None) -> dict:
     """Run (or finish) the demo in ``out``: victims into OUT/zoo, the data set
-    into OUT/data, MTAA into OUT/run, evaluated on the test split.
+    into OUT/data, MTAA into OUT/run, evaluated on the test split, with the
+    attacks of the built-in ``quick-unknown`` scenario (made into OUT/unknown,
+    against the scenario's victims it names) scored as unknown.
 
     ``scenario`` is a built-in name, a TOML path or a loaded Scenario; its
     victims must be victim architectures. Returns the evaluation report
@@ -41,6 +46,7 @@ def demo(out: str | Path, scenario: Any = "quick", victim_epochs: int = DEMO["vi
     Every step runs in ``runtime`` (default: CPU, one worker, no output).
     """
     import shutil
+    from dataclasses import replace
 
     from .data import load_dataset
     from .evaluation import evaluate
@@ -59,14 +65,20 @@ def demo(out: str | Path, scenario: Any = "quick", victim_epochs: int = DEMO["vi
                          schedule=DEMO["schedule"])  # bad options fail before any work
     rt.plugins.get("backbones", backbone)
     out = Path(out)
-    zoo, data, run = out / "zoo", out / "data", out / "run"
+    zoo, data, run, outside = out / "zoo", out / "data", out / "run", out / "unknown"
     train_zoo(zoo, [v.name for v in sc.victims], load_dataset(sc.dataset, rt.plugins), width=victim_width,
               epochs=victim_epochs, runtime=rt)
     generate(sc, data, zoo=zoo, runtime=rt)
+    # attacks the run never sees, against the same victims: what the report scores as unknown
+    unseen = load_scenario(UNKNOWN_SCENARIO, rt.plugins)
+    unseen = replace(unseen, dataset=sc.dataset,
+                     victims=tuple(v for v in unseen.victims if v.name in {x.name for x in sc.victims}))
+    if unseen.victims:
+        generate(unseen, outside, zoo=zoo, runtime=rt)
     if not (run / RUN_FILE).exists():
         shutil.rmtree(run, ignore_errors=True)  # what an older attribkit left when killed while training
         train(data, config, run, runtime=rt)
-    report = evaluate(run, data, runtime=rt)
+    report = evaluate(run, data, runtime=rt, unknown=[outside] if unseen.victims else [])
     report.pop("tables")
     report["seconds"] = round(time.time() - start, 1)
     return report

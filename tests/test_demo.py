@@ -44,6 +44,7 @@ def test_demo_runs_every_step_once_and_reuses_them_the_second_time(tmp_path):
     assert {"zoo/resnet18.safetensors", "zoo/resnet18.json", "data/clean.safetensors", "run/run.json",
             "run/weights.safetensors"} <= set(made)
     assert sum(name.startswith("data/shards/") and name.endswith(".safetensors") for name in made) == 2  # one victim × one attack × two splits
+    assert sum(name.startswith("unknown/shards/") and name.endswith(".safetensors") for name in made) == 4  # 2 attacks
     shards = read_manifest(out / "data").shards
 
     second = CliRunner().invoke(cli, args)
@@ -96,10 +97,15 @@ def test_the_demo_runs_from_a_notebook_without_any_console_output(tmp_path, caps
     assert "tables" not in report and report["seconds"] > 0 and report["run"] == str(tmp_path / "demo" / "run")
     assert {"attack_accuracy", "victim_accuracy", "hp_rmse", "out"} <= set(report)
     # every stage reported to the one sink, in one shape, and every bar it opened was finished
-    assert progress.stages == ["victims", "generate", "train"]
-    assert {"train resnet18", "all cells", "resnet18 · fgsm · train", "train mtaa"} <= set(progress.bars)
+    # the second "generate" makes the attacks outside the scenario (quick-unknown) that the report scores
+    assert progress.stages == ["victims", "generate", "generate", "train"]
+    assert {"train resnet18", "all cells", "resnet18 · fgsm · train", "resnet18 · square · test",
+            "train mtaa"} <= set(progress.bars)
     assert all(bar["done"] for bar in progress.bars.values())
-    assert progress.bars["all cells"]["completed"] == progress.bars["all cells"]["total"] == 2 * (8 + 4)
+    # the last "all cells" bar is the unknown attacks': square and bim × 2 values × (1 train + 10 test)
+    assert progress.bars["all cells"]["completed"] == progress.bars["all cells"]["total"] == 2 * 2 * (1 + 10)
+    unknown = report["trust"]["unknown"][0]
+    assert unknown["data"] == str(tmp_path / "demo" / "unknown") and set(unknown["per_attack"]) <= {"square", "bim"}
     assert progress.bars["train mtaa"]["completed"] == progress.bars["train mtaa"]["total"]
     assert progress.bars["train mtaa"]["info"].startswith("ep 1/1 loss ") and "attack " in progress.bars["train mtaa"]["info"]
     again = Recorder()
