@@ -1,0 +1,125 @@
+"""Leave one attack family out: train on the others, score the held-out one as unknown (docs/trust.md).
+
+    python bench/held_out.py [--work bench/results/held-out-work] [--zoo bench/results/trust-work/zoo]
+
+One data set of twelve attacks, built-in and the foolbox plugin's, against two
+of the quick scenario's victims (ResNet18 and VGG16: DeepFool against
+InceptionV3 costs minutes per batch on 2 cores), three values each, 40 train /
+10 test examples per cell. For each family below, one MTAA run (the demo's
+attributor) is trained on the other families' attacks (``train --attack``) and
+``evaluate --unknown`` on the same data set scores every attack of the held-out
+family: AUROC of the unknown score against the run's own test images, the
+share its threshold rejects, and what they were called. Needs the foolbox
+plugin installed (plugins/attribkit-foolbox). Resumes: finished shards, runs
+and evaluations in --work are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from attribkit.evaluation import evaluate
+from attribkit.generation.engine import generate
+from attribkit.generation.scenario import parse_scenario
+from attribkit.pipeline import DEMO
+from attribkit.runtime import Quiet, Runtime
+from attribkit.training.config import TrainConfig
+from attribkit.training.run import RUN_FILE
+from attribkit.training.trainer import train
+from attribkit.victims.train import train_zoo
+from machine import cpu_name
+
+ATTACKS = [
+    {"name": "fgsm", "grid": {"eps": [40, 120, 200]}},
+    {"name": "bim", "grid": {"eps": [40, 120, 200]}},
+    {"name": "mifgsm", "grid": {"eps": [40, 120, 200]}},
+    {"name": "pgd", "grid": {"eps": [40, 120, 200]}, "settings": {"steps": 20}},
+    {"name": "fb_linf_pgd", "grid": {"eps": [20, 60, 100]}, "settings": {"steps": 20}},
+    {"name": "fb_l2_pgd", "grid": {"eps_l2": [1, 2, 3]}, "settings": {"steps": 20}},
+    {"name": "cw", "grid": {"kappa": [2, 6, 10]}, "settings": {"steps": 60}},
+    {"name": "fb_l2_cw", "grid": {"kappa": [0, 4, 8]}, "settings": {"binary_search_steps": 2, "steps": 50}},
+    {"name": "deepfool", "grid": {"overshoot": [0.02, 0.1, 0.5]}},
+    {"name": "fb_deepfool", "grid": {"overshoot": [0.02, 0.1, 0.5]}},
+    {"name": "square", "grid": {"eps": [40, 120, 200]}, "settings": {"n_queries": 300}},
+    {"name": "fb_boundary", "grid": {"steps": [50, 200]}},
+]
+# by how they search: the sign of the gradient under an L∞ budget; a gradient step under an L2 budget;
+# an optimised logit margin; the nearest boundary's linearisation; random search on scores; the label only
+FAMILIES = {
+    "Linf gradient sign": ["fgsm", "bim", "mifgsm", "pgd", "fb_linf_pgd"],
+    "L2 gradient": ["fb_l2_pgd"],
+    "L2 margin optimisation": ["cw", "fb_l2_cw"],
+    "minimal L2 (DeepFool)": ["deepfool", "fb_deepfool"],
+    "score-based": ["square"],
+    "decision-based": ["fb_boundary"],
+}
+VICTIMS = ["resnet18", "vgg16"]
+PAPER_HEADS = ("attack", "victim", "hyperparameter")
+
+
+def log(message: str, start: float) -> None:
+    print(f"[{(time.time() - start) / 60:6.1f} min] {message}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="bench/results/held-out-work")
+    ap.add_argument("--zoo", default="bench/results/trust-work/zoo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/results/held-out.json")
+    args = ap.parse_args()
+    start = time.time()
+    work = Path(args.work)
+    from attribkit.data import load_dataset
+
+    train_zoo(args.zoo, VICTIMS, load_dataset("mnist5k"), epochs=DEMO["victim_epochs"], runtime=Runtime(progress=Quiet()))
+    data = work / "data"
+    scenario = {"name": "held-out", "dataset": "mnist5k", "seed": 0, "zoo": args.zoo, "victims": VICTIMS,
+                "batch_size": 32, "max_attempts_factor": 3, "cells": {"train": 40, "test": 10}, "attacks": ATTACKS}
+    if not (data / "manifest.json").exists() or json.loads((data / "manifest.json").read_text())["status"] != "complete":
+        log("generate …", start)
+        generate(parse_scenario(scenario), data, runtime=Runtime(progress=Quiet()))
+    base = dict(backbone=DEMO["backbone"], width=DEMO["width"], input_scale=DEMO["input_scale"], epochs=DEMO["epochs"],
+                schedule=DEMO["schedule"], heads=PAPER_HEADS, seed=args.seed)
+    everything = [a["name"] for a in ATTACKS]
+    result = {"families": FAMILIES, "machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
+                                               f"torch {torch.__version__}", "seed": args.seed, "folds": {}}
+    for family, held in FAMILIES.items():
+        run = work / "runs" / family.replace(" ", "-").replace("(", "").replace(")", "")
+        if not (run / RUN_FILE).exists():
+            log(f"train without {family} …", start)
+            train(data, TrainConfig(attacks=tuple(a for a in everything if a not in held), **base), run,
+                  runtime=Runtime(progress=Quiet()))
+        report_file = run / "evaluation" / "evaluation.json"
+        if not report_file.exists():
+            log(f"evaluate without {family} …", start)
+            evaluate(run, data, out=run / "evaluation", unknown=[data], saved_as=[])
+        report = json.loads(report_file.read_text())
+        outside = report["trust"]["unknown"][0]["per_attack"]
+        result["folds"][family] = {
+            "known_attack_accuracy": report["attack_accuracy"],
+            "known_rejected": report["trust"]["evaluated_split"].get("rejected"),
+            "held_out": {a: {k: outside[a].get(k) for k in ("examples", "auroc", "fpr_at_95_tpr", "rejected", "called")}
+                         for a in held if a in outside}}
+    result["minutes"] = round((time.time() - start) / 60, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"leave one family out ({result['machine']}, seed {args.seed})")
+    print("| held-out family | attack | AUROC | FPR@95TPR % | rejected % | called | known rejected % |")
+    print("|---|---|---|---|---|---|---|")
+    for family, fold in result["folds"].items():
+        for attack, g in fold["held_out"].items():
+            called = ", ".join(f"{k} {v}" for k, v in g["called"].items())
+            print(f"| {family} | {attack} | {g['auroc']:.3f} | {100 * g['fpr_at_95_tpr']:.1f} | "
+                  f"{100 * g['rejected']:.1f} | {called} | {100 * fold['known_rejected']:.1f} |")
+    log(f"written {args.out}", start)
+
+
+if __name__ == "__main__":
+    main()
