@@ -295,3 +295,15 @@ def test_a_run_of_some_attacks_scores_the_others_as_unknown(tiny_data, tmp_path)
     assert "attack_accuracy" not in held and 0 <= held["auroc"] <= 1
     assert set(held["called"]) <= {"fgsm", "pgd"} and sum(held["called"].values()) == held["examples"]
     assert report["trust"]["unknown"][0]["per_attack"]["fgsm"]["attack_accuracy"] is not None
+
+
+def test_a_trust_file_of_another_model_is_one_clear_error(tiny_run, tmp_path):
+    from attribkit import storage
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    for tensors, words in (({"means": torch.zeros(2, 3), "precision": torch.eye(3)}, "fitted on 3 features"),
+                           ({"means": torch.zeros(2, 3)}, "lacks its 'precision' tensor")):
+        storage.save_tensors(run / "trust.safetensors", tensors)
+        result = CliRunner().invoke(cli, ["attribute", "--run", str(run), str(_batch(tmp_path)), "--no-verify"])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output

@@ -27,7 +27,7 @@ import torch
 from ..errors import AttribkitError
 from ..records import CLEAN, LabelSpaces
 from .calibration import fit_temperature
-from .unknown import DEFAULT_METHOD, METHODS, fit_scorer, unknown_scores
+from .unknown import DEFAULT_METHOD, METHODS, check_state, fit_scorer, unknown_scores
 
 TRUST_FILE = "trust.safetensors"
 FALSE_REJECTION = 0.05
@@ -61,6 +61,7 @@ class Trust:
             raise AttribkitError(f"{where}: the run's \"trust\" record is malformed") from None
         if trust.method not in METHODS or not all(t > 0 for t in temperatures.values()):
             raise AttribkitError(f"{where}: the run's \"trust\" record is malformed")
+        check_state(trust.method, state, where)
         return trust
 
     def calibrated(self, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

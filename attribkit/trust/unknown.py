@@ -92,7 +92,24 @@ def fit_scorer(name: str, features: torch.Tensor, classes: torch.Tensor) -> dict
     return method(name)[0](features, classes)
 
 
+STATE = {"mahalanobis": ("means", "precision"), "knn": ("bank",), "msp": (), "energy": ()}  # what each keeps
+
+
+def check_state(name: str, state: dict[str, torch.Tensor], where: str) -> None:
+    """A scorer's tensors as read back: the ones its method needs, of consistent shapes."""
+    missing = [k for k in STATE[name] if k not in state]
+    if missing:
+        raise AttribkitError(f"{where}: the {name} scorer lacks its {missing[0]!r} tensor")
+    dims = {k: state[k].shape[-1] for k in STATE[name]}
+    if len(set(dims.values())) > 1 or any(state[k].ndim != 2 for k in STATE[name]):
+        raise AttribkitError(f"{where}: the {name} scorer's tensors do not fit together ({dims})")
+
+
 def unknown_scores(name: str, state: dict[str, torch.Tensor], features: torch.Tensor,
                    attack_logits: torch.Tensor) -> torch.Tensor:
     """(N,) scores, higher = less like the known attacks; ``attack_logits`` already calibrated."""
+    expected = next((state[k].shape[-1] for k in STATE.get(name, ()) if k in state), None)
+    if expected is not None and features.shape[-1] != expected:
+        raise AttribkitError(f"the {name} scorer was fitted on {expected} features per image, the model gives "
+                             f"{features.shape[-1]}: the run's trust.safetensors belongs to another model")
     return method(name)[1](state, features, attack_logits)
