@@ -23,7 +23,7 @@ from .training.config import TrainConfig
 from .training.data import AttributionData, load_attribution_data, narrow_attacks, quantize, split_validation
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
 from .training.models import Member, device_of, heads_of, predict
-from .training.run import METRICS_JSON, load_run, read_run_meta
+from .training.run import METRICS_JSON, RUN_FILE, load_run, read_run_meta
 from .trust.report import trust_markdown, trust_report
 from .trust.saving import SAVED_AS, parse_saved_as
 
@@ -137,7 +137,7 @@ def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtim
         data = _validation_data(run, baselines, data_dir, verify, rt.stream)
     else:
         data = load_attribution_data(data_dir, split, verify, rt.stream)
-    trained_on = TrainConfig.from_dict(read_run_meta(run, verify).config, where=str(run)).attacks
+    trained_on = TrainConfig.from_dict(read_run_meta(run, verify).config, where=str(Path(run) / RUN_FILE)).attacks
     if trained_on:  # a run of some of the data set's attacks is scored on those (the rest: --unknown)
         data = narrow_attacks(data, trained_on)
     meta, result, described, sections = _evaluate_one(str(run), data, verify, rt, draw=True)
