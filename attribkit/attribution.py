@@ -252,8 +252,8 @@ def collect_inputs(inputs: list[str], channels: int, size: int) -> list[Item]:
 
 
 def _start(run, inputs, batch_size, verify, runtime):
-    """Load the run, check every input (cheap: nothing is decoded); then (meta, heads, (row, text) per
-    input, lazily)."""
+    """Load the run, check every input (cheap: nothing is decoded); then (meta, heads, its trust or None,
+    (row, text) per input, lazily)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AttribkitError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(inputs, (str, os.PathLike)):
@@ -266,10 +266,11 @@ def _start(run, inputs, batch_size, verify, runtime):
     check_inputs(inputs)
     channels, size = input_shape(meta)
     heads = heads_of(members)
-    return meta, heads, _answers(members, heads, trust, iter_inputs(inputs, channels, size), batch_size, rt)
+    return meta, heads, trust, _answers(members, heads, trust, meta.label_spaces.clean,
+                                        iter_inputs(inputs, channels, size), batch_size, rt)
 
 
-def _answers(members, heads, trust: Trust | None, items: Iterator[Item], batch_size: int,
+def _answers(members, heads, trust: Trust | None, clean_class: bool, items: Iterator[Item], batch_size: int,
              rt: Runtime) -> Iterator[tuple[dict, dict]]:
     """(row, text) for each item, ``batch_size`` items decoded, stacked and predicted at a time; a batch
     is let go before the next is decoded, so at most one is in memory."""
@@ -295,7 +296,7 @@ def _answers(members, heads, trust: Trust | None, items: Iterator[Item], batch_s
             found: dict = {}
             for answer in answers:
                 found.update(answer[i])
-            said = verdict(found, scores[i], threshold)
+            said = verdict(found, scores[i], threshold, clean_class)
             row: dict = {"input": source, "verdict": said, **found}
             # the score beside the verdict (the threshold is the table's title): one column fewer for paths
             text: dict = {"input": source, "verdict": said if scores[i] is None else f"{said} ({scores[i]:.3g})"}
@@ -318,7 +319,7 @@ def iter_attributions(run: str | Path, inputs: Iterable[str | Path], *, batch_si
     come before any image is decoded; an image that cannot be decoded raises :class:`AttribkitError`
     naming it when its batch is reached, after the rows of earlier batches. Memory holds one batch, not
     every image."""
-    _, _, pairs = _start(run, inputs, batch_size, verify, runtime)
+    *_, pairs = _start(run, inputs, batch_size, verify, runtime)
     return (row for row, _ in pairs)
 
 
@@ -329,14 +330,14 @@ def attribute(run: str | Path, inputs: list[str], verify: bool = True, runtime: 
     without checking its files' recorded hashes. Images are decoded and
     answered ``batch_size`` at a time, but every row is returned: for very many
     inputs, :func:`iter_attributions` yields them as they come."""
-    meta, heads, pairs = _start(run, inputs, batch_size, verify, runtime)
+    meta, heads, trust, pairs = _start(run, inputs, batch_size, verify, runtime)
     results, shown = [], []
     for row, text in pairs:
         results.append(row)
         shown.append(text)
     columns = [c for c in dict.fromkeys(k for text in shown for k in text) if c != "note"] + ["note"]
     return {**answered_by(run, meta), "heads": list(heads),
-            "unknown_threshold": meta.trust["unknown"]["threshold"] if meta.trust else None, "results": results,
+            "unknown_threshold": trust.threshold if trust else None, "results": results,
             "table": {"columns": columns, "rows": [[text.get(c, "–") for c in columns] for text in shown]}}
 
 

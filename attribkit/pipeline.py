@@ -71,7 +71,8 @@ def demo(out: str | Path, scenario: Any = "quick", victim_epochs: int = DEMO["vi
     generate(sc, data, zoo=zoo, runtime=rt)
     # attacks the run never sees, against the same victims: what the report scores as unknown
     unseen = load_scenario(UNKNOWN_SCENARIO, rt.plugins)
-    unseen = replace(unseen, dataset=sc.dataset,
+    # the scenario's own data set and split, so the unseen attacks' test images are the run's test images
+    unseen = replace(unseen, dataset=sc.dataset, seed=sc.seed, test_fraction=sc.test_fraction,
                      victims=tuple(v for v in unseen.victims if v.name in {x.name for x in sc.victims}))
     if unseen.victims:
         generate(unseen, outside, zoo=zoo, runtime=rt)

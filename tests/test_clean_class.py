@@ -136,3 +136,13 @@ def test_clean_examples_come_from_the_split_order_every_unit_shares(clean_data, 
     chosen = rows["clean_index"][rows["attack"] == 1].tolist()
     positions = [order.index(i) for i in chosen]
     assert positions == sorted(positions)
+
+
+def test_per_cell_keeps_as_many_clean_examples_as_an_attack_may(clean_data):
+    from attribkit.training.data import cap_per_cell
+
+    data = load_attribution_data(clean_data, "train")
+    capped = cap_per_cell(data, 1)
+    # fgsm has 2 victims × 2 values = 4 cells of one example each; the clean class, one cell, keeps 4
+    assert int((capped.labels.attack == 0).sum()) == 4
+    assert int((capped.labels.attack == 1).sum()) == 4

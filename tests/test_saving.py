@@ -117,3 +117,15 @@ def test_augment_refuses_bad_arguments(probability, qualities):
 def test_augment_refuses_bad_images():
     with pytest.raises(AttribkitError):
         jpeg_augment(torch.rand(2, 2, 8, 8), 0.5, (50, 95), torch.Generator())
+
+
+def test_jpeg_augment_gives_each_image_of_a_batch_the_same_choice_however_it_is_shared():
+    """Workers each hold a contiguous share of a batch: with ``batch`` and ``offset`` the draws are the
+    whole batch's, so the re-encoded images do not depend on how many workers there are."""
+    images = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    whole = jpeg_augment(images, 0.5, (50, 95), torch.Generator().manual_seed(9))
+    parts = [jpeg_augment(images[a:b], 0.5, (50, 95), torch.Generator().manual_seed(9), batch=10, offset=a)
+             for a, b in ((0, 4), (4, 7), (7, 10))]
+    assert torch.equal(torch.cat(parts), whole)
+    with pytest.raises(AttribkitError, match="not a slice of a batch of 10"):
+        jpeg_augment(images[:4], 0.5, (50, 95), torch.Generator().manual_seed(9), batch=10, offset=8)

@@ -201,8 +201,9 @@ def test_evaluate_reports_calibration_unknowns_and_saved_formats(tiny_run, tiny_
     assert sum(known["verdicts"].values()) == report["examples"]
     # the data set scored as its own "unknown": every test image is in it, so the counts agree
     outside = trust["unknown"][0]
-    assert outside["examples"] == report["examples"] and 0 <= outside["auroc"] <= 1
-    assert outside["verdicts"] == known["verdicts"]
+    assert outside["examples"] == report["examples"] and outside["verdicts"] == known["verdicts"]
+    # every attack of it is one the run knows: nothing is outside, so no overall AUROC
+    assert outside["outside_examples"] == 0 and outside["auroc"] is None
     assert set(outside["per_attack"]) == {"fgsm", "pgd", "cw"}
     for name, group in outside["per_attack"].items():
         assert sum(group["called"].values()) == group["examples"] and group["attack_accuracy"] is not None
@@ -291,8 +292,10 @@ def test_a_run_of_some_attacks_scores_the_others_as_unknown(tiny_data, tmp_path)
     assert meta.label_spaces.attacks == ("fgsm", "pgd") and meta.label_spaces.hp_names == ["eps"]
     report = evaluate(run, tiny_data, out=tmp_path / "ev", unknown=[tiny_data], saved_as=[])
     assert set(report["tables"]["attack_accuracy"]) == {"fgsm", "pgd"}  # scored on its own attacks only
-    held = report["trust"]["unknown"][0]["per_attack"]["cw"]
+    outside = report["trust"]["unknown"][0]
+    held = outside["per_attack"]["cw"]
     assert "attack_accuracy" not in held and 0 <= held["auroc"] <= 1
+    assert outside["outside_examples"] == held["examples"] and outside["auroc"] == held["auroc"]
     assert set(held["called"]) <= {"fgsm", "pgd"} and sum(held["called"].values()) == held["examples"]
     assert report["trust"]["unknown"][0]["per_attack"]["fgsm"]["attack_accuracy"] is not None
 
@@ -307,3 +310,43 @@ def test_a_trust_file_of_another_model_is_one_clear_error(tiny_run, tmp_path):
         storage.save_tensors(run / "trust.safetensors", tensors)
         result = CliRunner().invoke(cli, ["attribute", "--run", str(run), str(_batch(tmp_path)), "--no-verify"])
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+
+
+def test_a_run_without_a_classification_head_is_saved_without_trust(tiny_data, tmp_path):
+    plugins.reset()
+    with pytest.warns(Warning, match="no classification head"):
+        meta = train(tiny_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1,
+                                            heads=("hyperparameter",)), tmp_path / "run")
+    assert meta.trust is None and (tmp_path / "run" / "weights.safetensors").exists()
+    assert not (tmp_path / "run" / "trust.safetensors").exists()
+
+
+def test_a_victim_only_run_reports_no_attack_numbers(tiny_data, tmp_path):
+    plugins.reset()
+    run = tmp_path / "run"
+    train(tiny_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1, heads=("victim",)), run)
+    report = evaluate(run, tiny_data, out=tmp_path / "ev", unknown=[tiny_data], saved_as=[])
+    outside = report["trust"]["unknown"][0]
+    assert all("attack_accuracy" not in g for g in outside["per_attack"].values())  # not 0 %: never answered
+    assert all(g["victim_family_accuracy"] is not None for g in outside["per_victim"].values())
+
+
+def test_unknown_data_of_another_image_shape_is_refused_in_one_line(tiny_run, tiny_data, tmp_path, monkeypatch):
+    import attribkit.trust.report as trust_report
+    from attribkit.training.data import AttributionData
+
+    real = trust_report.load_attribution_data
+
+    def colour(path, split, verify=True, stream=False):
+        d = real(path, split, verify, stream)
+        return AttributionData(d.images.expand(-1, 3, -1, -1), d.clean, d.labels, d.label_spaces, d.fingerprint,
+                               d.clean_index)
+    monkeypatch.setattr(trust_report, "load_attribution_data", colour)
+    with pytest.raises(AttribkitError, match=r"holds 3×28×28 images, but the run reads 1×28×28"):
+        evaluate(tiny_run, tiny_data, out=tmp_path / "ev", unknown=[tiny_data], saved_as=[])
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_clean_answer_is_a_clean_verdict_only_for_a_run_with_the_clean_class():
+    assert verdict({"attack": "clean"}, 1.0, 2.0, clean_class=False) == "attributed"
+    assert verdict({"attack": "clean"}, 1.0, 2.0, clean_class=True) == "clean"

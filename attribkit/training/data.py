@@ -96,17 +96,25 @@ def split_validation(data: AttributionData, fraction: float) -> tuple[Attributio
 
 
 def cap_per_cell(data: AttributionData, per_cell: int) -> AttributionData:
-    """At most ``per_cell`` examples of each (attack, victim, hyperparameter) cell, the first in data order."""
+    """At most ``per_cell`` examples of each (attack, victim, hyperparameter) cell, the first in data order.
+    The clean class is one cell: it keeps as many as the attack with the most cells may (``[clean]``
+    is sized like one attack)."""
     if per_cell <= 0:
         return data
     keys = torch.cat([data.labels.attack[:, None].double(), data.labels.victim[:, None].double(),
                       torch.nan_to_num(data.labels.hp.double(), nan=-1.0)], 1)
-    _, cell = torch.unique(keys, dim=0, return_inverse=True)
+    found, cell = torch.unique(keys, dim=0, return_inverse=True)
+    cap = [per_cell] * len(found)
+    clean = data.label_spaces.clean_index
+    if clean is not None:
+        widest = max((int((found[:, 0] == a).sum()) for a in range(len(data.label_spaces.attacks)) if a != clean[0]),
+                     default=1)
+        cap = [per_cell * widest if int(row[0]) == clean[0] else per_cell for row in found]
     seen: dict[int, int] = {}
     keep = torch.zeros(len(data), dtype=torch.bool)
     for i, c in enumerate(cell.tolist()):
         seen[c] = seen.get(c, 0) + 1
-        keep[i] = seen[c] <= per_cell
+        keep[i] = seen[c] <= cap[c]
     return data.subset(keep)
 
 

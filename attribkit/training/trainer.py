@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import storage
 from ..errors import AttribkitError
 from ..records import RunMeta
 from ..runtime import Quiet, Runtime, runtime_of
@@ -24,6 +25,7 @@ from .metrics import evaluate_members
 from ..generation.units import derive_seed
 from ..trust.fitted import Trust, fit_trust
 from ..trust.saving import jpeg_augment
+from ..trust.unknown import STATE
 from .models import Member, applicable_heads, build_members, fit_heads, heads_of, predict, predict_with_features
 from .run import save_run
 
@@ -105,15 +107,24 @@ def _metrics(members: dict[str, Member], data: AttributionData, config: TrainCon
 
 
 def _fit_trust(members: dict[str, Member], train_data: AttributionData, validation: AttributionData,
-               config: TrainConfig) -> Trust:
+               config: TrainConfig) -> Trust | None:
     """Temperatures and the unknown-attack threshold from the validation split, the scorer from the
-    training split's features (attribkit.trust.fitted)."""
+    training split's features (attribkit.trust.fitted); None, with a notice, for a model with no
+    classification head (nothing to calibrate, no attack logits to score)."""
+    heads = heads_of(members)
+    if not any(h.task == "classification" for h in heads.values()):
+        storage.notice("the run has no classification head: no calibration and no unknown-attack threshold "
+                       "(its answers will say calibrated: false)")
+        return None
+
     def seen(data: AttributionData):
         outputs, features = predict_with_features(members, quantize(data.images) if config.quantize else data.images,
                                                   features=True)
         return outputs, features, data.labels
 
-    return fit_trust(heads_of(members), train_data.label_spaces, seen(train_data), seen(validation),
+    # a score on the logits alone (msp, energy) learns nothing from the training split: skip predicting it
+    train_part = seen(train_data) if STATE[config.unknown_score] else ({}, None, train_data.labels)
+    return fit_trust(heads, train_data.label_spaces, train_part, seen(validation),
                      method=config.unknown_score, false_rejection=config.false_rejection)
 
 
@@ -198,12 +209,15 @@ def _fit(name: str, member: Member, finished: dict[str, Member], earlier: list[d
         finite = torch.ones((), dtype=torch.bool, device=device)
         count = 0
         # a last batch too small to give every worker an example is left out
-        shares = [distributed.my_share(order[i:i + config.batch_size], rt)
-                  for i in range(0, len(order), config.batch_size) if len(order) - i >= rt.world_size]
-        for idx, (x, clean) in zip(shares, _read_ahead(shares, images, train_data.clean, rt.stream)):
+        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)
+                   if len(order) - i >= rt.world_size]
+        shares = [distributed.my_share(batch, rt) for batch in batches]
+        # where this worker's share starts in its batch: JPEG draws are made for the whole batch
+        offsets = [sum(len(p) for p in batch.tensor_split(rt.world_size)[:rt.rank]) for batch in batches]
+        for b, (idx, (x, clean)) in enumerate(zip(shares, _read_ahead(shares, images, train_data.clean, rt.stream))):
             labels = train_data.labels.take(idx).to(device, non_blocking=pinned)
             if config.jpeg > 0:
-                x = jpeg_augment(x, config.jpeg, JPEG_QUALITIES, jpeg_gen)
+                x = jpeg_augment(x, config.jpeg, JPEG_QUALITIES, jpeg_gen, batch=len(batches[b]), offset=offsets[b])
             x, clean = rt.to_device(x), rt.to_device(clean)
             with rt.autocast():
                 loss = objective(x, clean, labels)

@@ -107,9 +107,9 @@ def fit_trust(heads: dict, spaces: LabelSpaces, train: tuple, validation: tuple,
     return trust
 
 
-def verdict(row: dict, score: float | None, threshold: float | None) -> str:
-    """``unknown`` above the threshold; else ``clean`` when the attack answered is the clean class;
-    else ``attributed``. ``row`` is one image's answers."""
+def verdict(row: dict, score: float | None, threshold: float | None, clean_class: bool = True) -> str:
+    """``unknown`` above the threshold; else ``clean`` when the attack answered is the clean class
+    (of a run that has one: ``clean_class``); else ``attributed``. ``row`` is one image's answers."""
     if score is not None and threshold is not None and score > threshold:
         return "unknown"
-    return "clean" if row.get("attack") == CLEAN else "attributed"
+    return "clean" if clean_class and row.get("attack") == CLEAN else "attributed"

@@ -27,6 +27,7 @@ import torch
 
 from .. import figures
 from ..figures import Figure
+from ..errors import AttribkitError
 from ..records import CLEAN
 from ..storage.dataset import read_manifest
 from ..training.config import TrainConfig
@@ -57,15 +58,17 @@ class Answered:
     """A model's answers on a set of images: raw and calibrated outputs, unknown scores, merged answer
     rows and verdicts."""
 
-    def __init__(self, members, heads, trust: Trust | None, images):
+    def __init__(self, members, heads, trust: Trust | None, images, clean_class: bool):
         self.raw, features = predict_with_features(members, images, features=trust is not None)
         self.outputs = trust.calibrated(self.raw) if trust else self.raw
         self.scores = trust.scores(self.outputs, features).double() if trust else None
         answers = [head.answer(self.outputs) for head in heads.values()]
         self.rows = [{k: v for answer in answers for k, v in answer[i].items()} for i in range(len(images))]
         threshold = trust.threshold if trust else None
-        self.verdicts = [verdict(row, None if self.scores is None else float(self.scores[i]), threshold)
+        self.verdicts = [verdict(row, None if self.scores is None else float(self.scores[i]), threshold, clean_class)
                          for i, row in enumerate(self.rows)]
+        self.answers_attack = any("attack" in row for row in self.rows)  # a run without an attack head does not
+        self.answers_victim = any("victim" in row for row in self.rows)
 
     def attacks(self) -> list[str | None]:
         return [row.get("attack") for row in self.rows]
@@ -117,7 +120,7 @@ def _on_known(answered: Answered, data: AttributionData, trust: Trust | None) ->
         rejected = answered.scores > trust.threshold
         result["rejected"] = _share(rejected)
         result["rejected_per_attack"] = {a: _share(rejected[labels.attack == i]) for i, a in enumerate(spaces.attacks)}
-    if spaces.clean:
+    if spaces.clean and answered.answers_attack:
         clean_attack = spaces.clean_index[0]
         is_clean = labels.attack == clean_attack
         said_clean = torch.tensor([v == "clean" for v in answered.verdicts])
@@ -162,27 +165,36 @@ def _group(answered: Answered, keep: torch.Tensor, known_scores, trust, truth_at
         scores = answered.scores[keep]
         entry.update(auroc=_auroc(known_scores, scores), fpr_at_95_tpr=_fpr_at_95(known_scores, scores),
                      rejected=_share(scores > trust.threshold), mean_score=round(float(scores.mean()), 6) if idx else None)
-    if truth_attack in run_attacks:
+    if truth_attack in run_attacks and answered.answers_attack:
         entry["attack_accuracy"] = _share(torch.tensor([a == truth_attack for a in attacks]))
-    if truth_family is not None and truth_family in family_of_answer.values():
+    if truth_family is not None and truth_family in family_of_answer.values() and answered.answers_victim:
         named = [family_of_answer.get(answered.victims()[i]) for i in idx]
         entry["victim_family_accuracy"] = _share(torch.tensor([f == truth_family for f in named]))
     return entry
 
 
-def _on_unknown(path: str, members, heads, trust: Trust | None, quantized: bool, known: Answered,
-                run_spaces, run_families: dict[str, str], verify: bool, stream: bool) -> dict:
+def _on_unknown(path: str, members, heads, trust: Trust | None, quantized: bool, known: Answered, meta,
+                run_families: dict[str, str], verify: bool, stream: bool) -> dict:
     data = load_attribution_data(path, "test", verify, stream)
-    answered = Answered(members, heads, trust, quantize(data.images) if quantized else data.images)
+    shape = tuple(data.images.shape[1:])
+    if shape != (meta.in_chans, meta.image_size, meta.image_size):
+        raise AttribkitError(f"--unknown {path!r} holds {shape[0]}×{shape[1]}×{shape[2]} images, but the run reads "
+                             f"{meta.in_chans}×{meta.image_size}×{meta.image_size}")
+    run_spaces = meta.label_spaces
+    answered = Answered(members, heads, trust, quantize(data.images) if quantized else data.images, run_spaces.clean)
     theirs = families(path, verify)
     spaces, labels = data.label_spaces, data.labels
     known_scores = known.scores if trust is not None else None
     run_attacks = set(run_spaces.attacks)
     result = {"data": str(path), "split": "test", "examples": len(data),
               "verdicts": _verdict_counts(answered.verdicts), "per_attack": {}, "per_victim": {}}
+    # the whole data set's numbers are over its examples of attacks the run does not know (per_attack has all)
+    outside = torch.tensor([spaces.attacks[a] not in run_attacks for a in labels.attack.tolist()], dtype=torch.bool)
+    result["outside_examples"] = int(outside.sum())
     if trust is not None:
-        result.update(auroc=_auroc(known_scores, answered.scores), fpr_at_95_tpr=_fpr_at_95(known_scores, answered.scores),
-                      rejected=_share(answered.scores > trust.threshold))
+        scores = answered.scores[outside]
+        result.update(auroc=_auroc(known_scores, scores), fpr_at_95_tpr=_fpr_at_95(known_scores, scores),
+                      rejected=_share(scores > trust.threshold))
     for i, attack in enumerate(spaces.attacks):
         keep = labels.attack == i
         if bool(keep.any()):
@@ -247,7 +259,8 @@ def trust_report(run: str | Path, data: AttributionData, data_dir: str | Path, u
     trust = load_trust(run, meta, verify)
     heads = heads_of(members)
     quantized = TrainConfig.from_dict(meta.config).quantize
-    answered = Answered(members, heads, trust, quantize(data.images) if quantized else data.images)
+    answered = Answered(members, heads, trust, quantize(data.images) if quantized else data.images,
+                        meta.label_spaces.clean)
     calibration, reliability = _calibration(heads, answered, data, trust)
     result: dict = {"calibrated": trust is not None, "calibration": calibration}
     if trust is not None:
@@ -256,9 +269,10 @@ def trust_report(run: str | Path, data: AttributionData, data_dir: str | Path, u
     result["evaluated_split"] = _on_known(answered, data, trust)
     found = [reliability] if reliability else []
     if unknown:
-        run_families = families(data_dir, verify)
-        checked = [_on_unknown(str(p), members, heads, trust, quantized, answered, meta.label_spaces, run_families,
-                               verify, stream) for p in unknown]
+        # the run's own victims' families (the evaluated data set's records say what each was built from)
+        run_families = {v: f for v, f in families(data_dir, verify).items() if v in meta.label_spaces.victims}
+        checked = [_on_unknown(str(p), members, heads, trust, quantized, answered, meta, run_families, verify, stream)
+                   for p in unknown]
         if trust is not None:
             found.append(Figure("unknown_scores", "Unknown-attack scores",
                                 "the score of the evaluated split's known images against each unknown data set's "

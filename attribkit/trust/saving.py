@@ -50,13 +50,15 @@ def as_saved(images: torch.Tensor, saved_as: str) -> torch.Tensor:
 
 
 def jpeg_augment(images: torch.Tensor, probability: float, qualities: tuple[int, int],
-                 generator: torch.Generator) -> torch.Tensor:
+                 generator: torch.Generator, *, batch: int | None = None, offset: int = 0) -> torch.Tensor:
     """Re-encode each image as JPEG with ``probability``, at a quality drawn uniformly from the
     integers ``qualities[0]..qualities[1]``; the others are returned as they are.
 
     Every call draws N uniforms and N qualities from ``generator`` whatever is chosen (probability 0
-    included), so a later batch's draws never depend on an earlier batch's choices. The result keeps
-    the input's device and dtype; with nothing chosen it is the input itself.
+    included), so a later batch's draws never depend on an earlier batch's choices. ``images`` may be
+    the slice ``offset:offset + len(images)`` of a batch of ``batch`` images (a worker's share): the
+    draws are made for the whole batch, so each image gets the same choice however many workers
+    share it. The result keeps the input's device and dtype; with nothing chosen it is the input itself.
     """
     if not (isinstance(probability, (int, float)) and 0 <= probability <= 1):
         raise AttribkitError(f"JPEG augmentation probability must be between 0 and 1, got {probability!r}")
@@ -70,9 +72,12 @@ def jpeg_augment(images: torch.Tensor, probability: float, qualities: tuple[int,
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise AttribkitError("JPEG augmentation needs a CPU torch.Generator, so that a seeded run repeats")
     _check_images(images)
-    n = len(images)
+    n = len(images) if batch is None else batch
+    if not 0 <= offset <= offset + len(images) <= n:
+        raise AttribkitError(f"images {offset}..{offset + len(images)} are not a slice of a batch of {n}")
     chosen = torch.rand(n, generator=generator) < probability  # p = 0 never chosen, p = 1 always ([0, 1) draws)
     drawn = torch.randint(low, high + 1, (n,), generator=generator)
+    chosen, drawn = chosen[offset:offset + len(images)], drawn[offset:offset + len(images)]
     if not chosen.any():
         return images
     picked = chosen.nonzero().flatten()

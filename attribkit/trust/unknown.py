@@ -58,7 +58,7 @@ def _knn_score(state: dict[str, torch.Tensor], features: torch.Tensor, outputs) 
                       for i in range(0, len(query), 1024)]) if len(query) else torch.zeros(0)
 
 
-def _no_state(features: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+def _no_state(features: torch.Tensor | None, classes: torch.Tensor) -> dict[str, torch.Tensor]:
     return {}
 
 
@@ -100,9 +100,13 @@ def check_state(name: str, state: dict[str, torch.Tensor], where: str) -> None:
     missing = [k for k in STATE[name] if k not in state]
     if missing:
         raise AttribkitError(f"{where}: the {name} scorer lacks its {missing[0]!r} tensor")
+    if any(state[k].ndim != 2 or not state[k].is_floating_point() for k in STATE[name]):
+        raise AttribkitError(f"{where}: the {name} scorer's tensors must be 2-D float matrices")
     dims = {k: state[k].shape[-1] for k in STATE[name]}
-    if len(set(dims.values())) > 1 or any(state[k].ndim != 2 for k in STATE[name]):
-        raise AttribkitError(f"{where}: the {name} scorer's tensors do not fit together ({dims})")
+    square = "precision" not in state or state["precision"].shape[0] == state["precision"].shape[1]
+    if len(set(dims.values())) > 1 or not square:
+        raise AttribkitError(f"{where}: the {name} scorer's tensors do not fit together "
+                             f"({', '.join(f'{k} {tuple(state[k].shape)}' for k in STATE[name])})")
 
 
 def unknown_scores(name: str, state: dict[str, torch.Tensor], features: torch.Tensor,
