@@ -15,7 +15,7 @@ attributor), for each seed:
   calibration ECE (15 bins) of the attack and victim heads on the test split
   saved as    accuracy as float, PNG and JPEG 95/75/50, without and with JPEG
               re-encoding in training (--jpeg 0.5), at the demo's 8 epochs and
-              at 16, and --jpeg 0.25 at 16
+              at 16, and --jpeg 0.25 and 0.2 at 16
 It prints the tables and writes bench/results/trust.json. Every step keeps
 what an earlier call finished in --work: run it again to resume (under nohup
 for all seeds; it logs each step with its time).
@@ -149,6 +149,7 @@ def main() -> None:
         "mtaa-e16": (plain, {"epochs": 2 * args.epochs}),
         "mtaa-jpeg-e16": (plain, {"jpeg": 0.5, "epochs": 2 * args.epochs}),
         "mtaa-jpeg25-e16": (plain, {"jpeg": 0.25, "epochs": 2 * args.epochs}),
+        "mtaa-jpeg20-e16": (plain, {"jpeg": 0.2, "epochs": 2 * args.epochs}),
     }
     reports: dict[str, list[dict]] = {k: [] for k in kinds}
     for seed in range(args.seeds):
