@@ -56,6 +56,8 @@ _PUBLIC = {
     "load_data": "attribkit.training.data",
     "train": "attribkit.training.trainer",
     "load_run": "attribkit.training.run",
+    "load_trust": "attribkit.training.run",
+    "Trust": "attribkit.trust.fitted",
     "attribute": "attribkit.attribution",
     "iter_attributions": "attribkit.attribution",
     "evaluate": "attribkit.evaluation",
