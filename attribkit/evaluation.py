@@ -22,7 +22,7 @@ from .report import html_report, metric_text, model_figures, row_delta, signed, 
 from .training.config import TrainConfig
 from .training.data import AttributionData, load_attribution_data, narrow_attacks, quantize, split_validation
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
-from .training.models import Member, device_of, heads_of, predict
+from .training.models import Member, device_of, heads_of, predict_with_features
 from .training.run import METRICS_JSON, RUN_FILE, load_run, read_run_meta
 from .trust.report import trust_markdown, trust_report
 from .trust.saving import SAVED_AS, parse_saved_as
@@ -57,12 +57,13 @@ def delta_mtl(model: dict, baseline: dict, described: dict[str, dict]) -> float 
 
 
 def _evaluate_one(run: str, data: AttributionData, verify: bool, runtime: Runtime | None,
-                  draw: bool = False) -> tuple[RunMeta, dict, dict, list]:
-    """(run meta, metrics, what each metric is, the report's sections of figures if ``draw``)."""
+                  draw: bool = False) -> tuple[RunMeta, dict, dict, list, tuple]:
+    """(run meta, metrics, what each metric is, the report's sections of figures if ``draw``, and
+    (members, outputs, features) for the trust section: features only with ``draw``, one pass for both)."""
     meta, members = load_run(run, verify, runtime)
     check_label_spaces(meta, data, run)
     images = quantize(data.images) if TrainConfig.from_dict(meta.config).quantize else data.images
-    outputs = predict(members, images)
+    outputs, features = predict_with_features(members, images, features=draw)
     scores = scores_of(members, data, outputs)
     result = summarise(scores, data)
     result["parameters_m"] = round(sum(sum(p.numel() for p in m.net.parameters()) for m in members.values()) / 1e6, 3)
@@ -71,10 +72,10 @@ def _evaluate_one(run: str, data: AttributionData, verify: bool, runtime: Runtim
     sections = []
     if draw:
         history = _history(Path(run), meta, verify)
-        sections.append(("The model", model_figures(members, data, images, history)))
+        sections.append(("The model", model_figures(members, data, images, history, features=features)))
         sections += [(f"Head: {name}", head.report_figures(outputs, data.labels, data.label_spaces))
                      for name, head in heads_of(members).items()]
-    return meta, result, {s.key: s.describe() for s in scores}, sections
+    return meta, result, {s.key: s.describe() for s in scores}, sections, (members, outputs, features)
 
 
 def _validation_data(run, baselines: list, data_dir, verify: bool, stream: bool) -> AttributionData:
@@ -140,17 +141,19 @@ def _evaluate(run, data_dir, baseline, out, split: str, verify: bool, rt: Runtim
     trained_on = TrainConfig.from_dict(read_run_meta(run, verify).config, where=str(Path(run) / RUN_FILE)).attacks
     if trained_on:  # a run of some of the data set's attacks is scored on those (the rest: --unknown)
         data = narrow_attacks(data, trained_on)
-    meta, result, described, sections = _evaluate_one(str(run), data, verify, rt, draw=True)
+    meta, result, described, sections, (members, outputs, features) = _evaluate_one(str(run), data, verify, rt,
+                                                                                     draw=True)
     report = {"run": str(run), "model": meta.config["model"], "data": str(data_dir), "split": split, **result}
     rows = []
     for path in baselines:
-        base_meta, base, base_described, _ = _evaluate_one(str(path), data, verify, rt)
+        base_meta, base, base_described, *_ = _evaluate_one(str(path), data, verify, rt)
         base.pop("tables")
         described = {**base_described, **described}
         rows.append({"run": str(path), "model": base_meta.config["model"], **base,
                      "delta_mtl_percent": delta_mtl(result, base, described)})
     report["scores"] = described
-    report["trust"], found = trust_report(run, data, data_dir, unknown, saved_as, verify, rt, rt.stream)
+    report["trust"], found = trust_report(run, meta, members, data, data_dir, unknown, saved_as, verify, rt.stream,
+                                          seen=(outputs, features))
     sections.append(("Trust: calibration and unknown attacks", found))
     if rows:
         report["baselines"] = rows

@@ -27,13 +27,15 @@ def features_of(members: dict[str, Member], images: torch.Tensor) -> torch.Tenso
 
 
 def model_figures(members: dict[str, Member], data: AttributionData, images: torch.Tensor,
-                  history: list[dict], tsne: bool = True) -> list[Figure]:
+                  history: list[dict], tsne: bool = True, features: torch.Tensor | None = None) -> list[Figure]:
+    """``features``: the members' features on ``images`` if already computed (the t-SNE's input)."""
     ls = data.label_spaces
     found = []
     if tsne:
         groups = [f"{ls.attacks[a]} · {ls.victims[v]}"
                   for a, v in zip(data.labels.attack.tolist(), data.labels.victim.tolist())]
-        png = figures.tsne(features_of(members, images), groups, "t-SNE of the attribution features")
+        png = figures.tsne(features_of(members, images) if features is None else features, groups,
+                           "t-SNE of the attribution features")
         if png:
             found.append(Figure("tsne_features", "Features by attack × victim (paper Fig. 2)",
                                 f"t-SNE of the features the heads read, up to {figures.TSNE_POINTS} examples of the "

@@ -34,7 +34,7 @@ from ..training.config import TrainConfig
 from ..training.data import AttributionData, load_attribution_data, quantize
 from ..training.metrics import scores_of, signature_metrics, summarise
 from ..training.models import heads_of, predict, predict_with_features
-from ..training.run import load_run, load_trust
+from ..training.run import load_trust
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .fitted import Trust, verdict
 from .saving import as_saved
@@ -58,8 +58,9 @@ class Answered:
     """A model's answers on a set of images: raw and calibrated outputs, unknown scores, merged answer
     rows and verdicts."""
 
-    def __init__(self, members, heads, trust: Trust | None, images, clean_class: bool):
-        self.raw, features = predict_with_features(members, images, features=trust is not None)
+    def __init__(self, members, heads, trust: Trust | None, images, clean_class: bool, seen: tuple | None = None):
+        """``seen``: the (outputs, features) :func:`predict_with_features` already gave for ``images``."""
+        self.raw, features = seen or predict_with_features(members, images, features=trust is not None)
         self.outputs = trust.calibrated(self.raw) if trust else self.raw
         self.scores = trust.scores(self.outputs, features).double() if trust else None
         answers = [head.answer(self.outputs) for head in heads.values()]
@@ -67,14 +68,10 @@ class Answered:
         threshold = trust.threshold if trust else None
         self.verdicts = [verdict(row, None if self.scores is None else float(self.scores[i]), threshold, clean_class)
                          for i, row in enumerate(self.rows)]
-        self.answers_attack = any("attack" in row for row in self.rows)  # a run without an attack head does not
-        self.answers_victim = any("victim" in row for row in self.rows)
-
-    def attacks(self) -> list[str | None]:
-        return [row.get("attack") for row in self.rows]
-
-    def victims(self) -> list[str | None]:
-        return [row.get("victim") for row in self.rows]
+        self.attacks = [row.get("attack") for row in self.rows]  # None where no head answers it
+        self.victims = [row.get("victim") for row in self.rows]
+        self.answers_attack = any(a is not None for a in self.attacks)  # a run without an attack head does not
+        self.answers_victim = any(v is not None for v in self.victims)
 
 
 def _share(mask: torch.Tensor) -> float | None:
@@ -126,7 +123,7 @@ def _on_known(answered: Answered, data: AttributionData, trust: Trust | None) ->
         said_clean = torch.tensor([v == "clean" for v in answered.verdicts])
         misclassified = is_clean & (labels.extra["pred"] != labels.extra["label"]) \
             if {"pred", "label"} <= set(labels.extra) else torch.zeros_like(is_clean)
-        attack_right = torch.tensor([a == spaces.attacks[t] for a, t in zip(answered.attacks(), labels.attack.tolist())])
+        attack_right = torch.tensor([a == spaces.attacks[t] for a, t in zip(answered.attacks, labels.attack.tolist())])
         result["clean"] = {
             "examples": int(is_clean.sum()),
             "recall": _share(said_clean[is_clean]),
@@ -158,7 +155,7 @@ def _fpr_at_95(known: torch.Tensor, unknown: torch.Tensor) -> float | None:
 def _group(answered: Answered, keep: torch.Tensor, known_scores, trust, truth_attack: str | None,
            truth_family: str | None, run_attacks, family_of_answer) -> dict:
     idx = torch.nonzero(keep).flatten().tolist()
-    attacks = [answered.attacks()[i] for i in idx]
+    attacks = [answered.attacks[i] for i in idx]
     entry = {"examples": len(idx), "verdicts": _verdict_counts([answered.verdicts[i] for i in idx]),
              "called": dict(Counter(a for a in attacks).most_common())}
     if trust is not None:
@@ -168,7 +165,7 @@ def _group(answered: Answered, keep: torch.Tensor, known_scores, trust, truth_at
     if truth_attack in run_attacks and answered.answers_attack:
         entry["attack_accuracy"] = _share(torch.tensor([a == truth_attack for a in attacks]))
     if truth_family is not None and truth_family in family_of_answer.values() and answered.answers_victim:
-        named = [family_of_answer.get(answered.victims()[i]) for i in idx]
+        named = [family_of_answer.get(answered.victims[i]) for i in idx]
         entry["victim_family_accuracy"] = _share(torch.tensor([f == truth_family for f in named]))
     return entry
 
@@ -252,15 +249,16 @@ def _saved_as(members, data: AttributionData, formats: list[str]) -> dict:
     return result
 
 
-def trust_report(run: str | Path, data: AttributionData, data_dir: str | Path, unknown: list, saved_as: list[str],
-                 verify: bool, runtime, stream: bool = False) -> tuple[dict, list[Figure]]:
-    """The trust section of the report (JSON) and its figures."""
-    meta, members = load_run(run, verify, runtime)
+def trust_report(run: str | Path, meta, members, data: AttributionData, data_dir: str | Path, unknown: list,
+                 saved_as: list[str], verify: bool, stream: bool = False,
+                 seen: tuple | None = None) -> tuple[dict, list[Figure]]:
+    """The trust section of the report (JSON) and its figures, for a loaded run; ``seen`` is its
+    (outputs, features) on ``data`` if already predicted."""
     trust = load_trust(run, meta, verify)
     heads = heads_of(members)
     quantized = TrainConfig.from_dict(meta.config).quantize
     answered = Answered(members, heads, trust, quantize(data.images) if quantized else data.images,
-                        meta.label_spaces.clean)
+                        meta.label_spaces.clean, seen)
     calibration, reliability = _calibration(heads, answered, data, trust)
     result: dict = {"calibrated": trust is not None, "calibration": calibration}
     if trust is not None:
