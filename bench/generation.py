@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -106,19 +107,27 @@ def run_naive(data: dict, per_cell: int, prepared: bool) -> dict[str, float]:
 
 
 def raw_throughput(zoo: str, victims: list[str], batch: int, prepared: bool = True,
-                   repeats: int = 5) -> dict[str, float]:
+                   repeats: int = 5, device: str = "cpu") -> dict[str, float]:
     out = {}
     for name in victims:
         model, record = (load_victim if prepared else user_victim)(zoo, name)
-        x = torch.rand(batch, record.in_chans, record.image_size, record.image_size)
-        labels = torch.zeros(batch, dtype=torch.long)
+        model = model.to(device)
+        x = torch.rand(batch, record.in_chans, record.image_size, record.image_size, device=device)
+        labels = torch.zeros(batch, dtype=torch.long, device=device)
         for _ in range(2):  # warm-up
             _step(model, x, labels)
+        _wait(device)
         t = time.perf_counter()
         for _ in range(repeats):
             _step(model, x, labels)
+        _wait(device)  # a GPU's kernels run after the Python returns: count them
         out[name] = batch * repeats / (time.perf_counter() - t)
     return out
+
+
+def _wait(device: str) -> None:
+    if device != "cpu":
+        torch.cuda.synchronize(device)
 
 
 def _step(model, x, labels):
@@ -137,12 +146,24 @@ def peak_rss_mb(data: dict) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+def _nan_as_null(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_as_null(v) for v in value]
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", required=True)
     ap.add_argument("--scenario", default="quick")
     ap.add_argument("--per-cell", type=int, default=16)
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-naive", action="store_true",
+                    help="time the engine and the raw ceiling only (e.g. to compare --device cpu and cuda)")
     ap.add_argument("--device", default="cpu", help="where the engine attacks (the naive loop stays on the CPU)")
     ap.add_argument("--out", default="bench/results/generation.json")
     args = ap.parse_args()
@@ -151,10 +172,13 @@ def main() -> None:
     images = {a["name"]: args.per_cell * len(data["victims"]) * len(next(iter(a["grid"].values())))
               for a in data["attacks"]}
     engine = run_engine(data, args.device)
-    naive = run_naive(data, args.per_cell, prepared=False)
-    naive_prepared = run_naive(data, args.per_cell, prepared=True)
-    raw = raw_throughput(args.zoo, data["victims"], args.per_cell * 5)
-    raw_user = raw_throughput(args.zoo, data["victims"], args.per_cell * 5, prepared=False)
+    if args.skip_naive:  # NaN: the table prints nan and the JSON null, not a made-up number
+        naive = naive_prepared = {name: float("nan") for name in engine}
+    else:
+        naive = run_naive(data, args.per_cell, prepared=False)
+        naive_prepared = run_naive(data, args.per_cell, prepared=True)
+    raw = raw_throughput(args.zoo, data["victims"], args.per_cell * 5, device=args.device)
+    raw_user = raw_throughput(args.zoo, data["victims"], args.per_cell * 5, prepared=False, device=args.device)
     # the ceiling for a whole attack: image-steps at each victim's raw rate
     rows = []
     for a in data["attacks"]:
@@ -195,7 +219,7 @@ def main() -> None:
               "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
               "peak_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(_nan_as_null(result), indent=2) + "\n")
     print(f"written {args.out}")
 
 

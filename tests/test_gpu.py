@@ -3,6 +3,9 @@ step) never make the host wait for the device. Skipped where there is no CUDA GP
 run it wherever there is one (README, "Scaling out")."""
 
 import json
+import traceback
+import warnings
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -22,6 +25,29 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 from conftest import TINY_SCENARIO  # noqa: E402
 
 
+@contextmanager
+def host_syncs():
+    """Collects every place in attribkit where the host waited for the GPU inside the block
+    ("file:line" of attribkit's innermost frame), so that one run names them all: the "error"
+    mode of set_sync_debug_mode stops at the first."""
+    found: list[str] = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "called a synchronizing" in str(message):
+            ours = [f for f in traceback.extract_stack() if "/attribkit/" in f.filename]
+            found.append(f"{ours[-1].filename}:{ours[-1].lineno}" if ours else f"{filename}:{lineno}")
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("attack, settings", [("fgsm", {}), ("pgd", {"steps": 5}),
                                               ("cw", {"steps": 20})])
 def test_attacks_run_on_the_gpu_without_waiting_for_it(tiny_resnet, mnist, attack, settings):
@@ -31,12 +57,9 @@ def test_attacks_run_on_the_gpu_without_waiting_for_it(tiny_resnet, mnist, attac
     model = tiny_resnet.to("cuda")
     x, y = mnist.images[:16].to("cuda"), mnist.labels[:16].to("cuda")
     grid = [{h.name: h.to_natural(h.grid[0])} for h in spec.hyperparameters]
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")  # anything that waits for the device raises
-    try:
+    with host_syncs() as syncs:
         advs = spec.run(model, x, y, grid, {**spec.settings, **settings})
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert syncs == []
     assert all(a.device.type == "cuda" and a.shape == x.shape for a in advs)
     tiny_resnet.to("cpu")
 
@@ -54,16 +77,13 @@ def test_a_training_step_does_not_wait_for_the_gpu(tiny_data):
     opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
     idx = torch.arange(16)
     x, clean, labels = data.images[idx].cuda(), data.clean[idx].cuda(), data.labels.take(idx).to("cuda")
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with host_syncs() as syncs:
         for _ in range(3):
             loss = objective(x, clean, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert syncs == []
     assert torch.isfinite(loss).item()
 
 

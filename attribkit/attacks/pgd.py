@@ -32,7 +32,9 @@ def pgd(model, images: torch.Tensor, labels: torch.Tensor, grid: Sequence[Mappin
         # the same numbers whatever device attacks
         noise = torch.cat([torch.empty(images.shape, dtype=images.dtype).uniform_(-float(p["eps"]), float(p["eps"]))
                            for p in grid])
-        adv = torch.clamp(adv + noise.to(images.device), min=0, max=1)
+        if images.is_cuda:  # a copy from pageable memory makes the host wait for the GPU; from pinned it does not
+            noise = noise.pin_memory()
+        adv = torch.clamp(adv + noise.to(images.device, non_blocking=True), min=0, max=1)
     alpha = float(settings["alpha"])
     direction = -1.0 if targeted else 1.0
     for _ in range(int(settings["steps"])):

@@ -22,7 +22,7 @@ NAN = float("nan")
 def attributed_value(hp: torch.Tensor) -> torch.Tensor:
     """(B, n_hp) display values, NaN where an attack lacks the hyperparameter →
     (B,) the one value each example's attack was run with (NaN if none)."""
-    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), torch.tensor(NAN))
+    return torch.nan_to_num(hp, nan=0.0).sum(1).where(torch.isfinite(hp).any(1), NAN)
 
 
 def hyperparameter_score(values: torch.Tensor, labels: Labels) -> Score:
@@ -87,6 +87,10 @@ class HyperparameterHead(Head):
         key = lambda h: "*" if self.mode == "single" else h
         self.register_buffer("mean", torch.tensor([stats[key(h)]["mean"] for _, h in self.pairs]))
         self.register_buffer("std", torch.tensor([stats[key(h)]["std"] for _, h in self.pairs]))
+        # the output column answering each attack (-1: none); a buffer, so it lives where the attack indices do
+        self.register_buffer("column_of_attack", torch.tensor(
+            [next((j for j, (a, _) in enumerate(self.pairs) if a == attack), -1) for attack in self.attacks]),
+            persistent=False)
 
     def forward(self, features, outputs):
         x = features[self.branch]
@@ -101,7 +105,7 @@ class HyperparameterHead(Head):
         cols = []
         for attack, h in self.pairs:
             col = labels.hp[:, self.hp_names.index(h)]
-            cols.append(col.where(labels.attack == self.attacks.index(attack), torch.tensor(NAN)))
+            cols.append(col.where(labels.attack == self.attacks.index(attack), NAN))
         return torch.stack(cols, 1)
 
     def target(self, labels):
@@ -118,11 +122,9 @@ class HyperparameterHead(Head):
         display = output * self.std + self.mean
         if self.mode == "single":
             return display[:, 0]
-        column = torch.tensor([next((j for j, (a, _) in enumerate(self.pairs) if a == self.attacks[i]), -1)
-                               for i in range(len(self.attacks))])
-        picked = column[attack]
+        picked = self.column_of_attack[attack]
         out = display.gather(1, picked.clamp_min(0)[:, None]).squeeze(1)
-        return out.where(picked >= 0, torch.tensor(NAN))
+        return out.where(picked >= 0, NAN)
 
     def _attack(self, outputs) -> torch.Tensor | None:
         return predicted_class(outputs["attack"])[1] if "attack" in outputs else None

@@ -234,7 +234,7 @@ class RegressionHead(Head):
 
     def scores(self, outputs, labels):
         y, mask = self.target(labels)
-        error = (self.values(outputs[self.name]) - y).where(mask, torch.tensor(float("nan")))
+        error = (self.values(outputs[self.name]) - y).where(mask, float("nan"))
         return [Score(f"{self.name}_rmse", error, "rmse", f"{self.name} RMSE", f"{self.name} RMSE",
                       signature=self.signature)]
 
