@@ -13,6 +13,7 @@ steps, C&W c = 50 and 500 steps). Runs, on the paper scenario:
   Table 13  ablation: simple loss → uncertainty loss → + task-specific layers → + perturbation extractor
 and writes docs/results.md (our numbers beside the paper's, the scale, the
 machine, the wall time) and bench/results/paper.json. Work files go to --work.
+--add-table11 adds Table 11 alone to a finished run made with the same options.
 
 Interrupt it at any time and run the same command again: victims, shards and
 trained models already finished are kept (generation resumes shard by shard),
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--input-scale", type=int, default=2)
     ap.add_argument("--work", default="bench/results/paper-work")
     ap.add_argument("--doc", default="docs/results.md")
+    ap.add_argument("--result", default="bench/results/paper.json", help="the JSON it writes (and --add-table11 reads)")
     ap.add_argument("--smoke", action="store_true", help="5 attack steps: check the script, not the paper")
     ap.add_argument("--seeds", type=int, default=1,
                     help="train Table 7's MTAA and single-task with this many seeds (0, 1, …) and report the "
@@ -192,7 +194,14 @@ def main() -> None:
     ap.add_argument("--pilot", type=int, default=None,
                     help="stop a grid point after this many images without a success (default: half the "
                          "training quota per cell; 0 = never, which a --work folder begun before pilots needs)")
+    ap.add_argument("--add-table11", action="store_true",
+                    help="only Table 11: generate its data set, train and evaluate its two models and add them to "
+                         "the existing bench/results/paper.json (made with the same --scale, --epochs and "
+                         "attributor), then rewrite --doc; the other tables are kept as they are")
     args = ap.parse_args()
+    if args.add_table11:
+        add_table11(args)
+        return
     start = time.time()
     work = Path(args.work)
     times = {}
@@ -211,16 +220,11 @@ def main() -> None:
     print("generate 2 attacks × 3 victims …", flush=True)
     sc23 = parse_scenario(scenario(args.scale, args.zoo, TABLE9, smoke=args.smoke, pilot=args.pilot))
     generate(sc23, data23, runtime=Runtime(progress=EtaLog(sc23, data23)))
-    data_clean = work / "data-3x5-clean"
-    print("generate 3 attacks × 5 victims with the clean class (Table 11) …", flush=True)
-    sc_clean = parse_scenario(scenario(args.scale, args.zoo, smoke=args.smoke, pilot=args.pilot, clean=True))
-    generate(sc_clean, data_clean, runtime=Runtime(progress=EtaLog(sc_clean, data_clean)))
+    data_clean = clean_data(args, work)
     times["generate"] = time.time() - t
 
     t = time.time()
-    # the paper's three signatures only: installed head plugins must not change its tables
-    base = dict(epochs=args.epochs, heads=PAPER_HEADS, backbone=args.backbone, width=args.width,
-                input_scale=args.input_scale)
+    base = base_config(args)
     single = {**base, "heads": ("combination",)}  # single-label's one head (the paper's three do not join it)
     runs = {
         "mtaa": (data, TrainConfig(**base)),
@@ -232,8 +236,7 @@ def main() -> None:
         "ablation-task-specific": (data, TrainConfig(perturbation=False, **base)),
         "mtaa-2x3": (data23, TrainConfig(**base)),
         "single-label-120": (data23, TrainConfig(model="single-label", **single)),
-        "mtaa-clean": (data_clean, TrainConfig(**base)),
-        "single-task-clean": (data_clean, TrainConfig(model="single-task", **base)),
+        **table11_runs(data_clean, base),
     }
     for seed in range(1, args.seeds):  # seed 0 is the pair above
         runs[seed_run("mtaa", seed)] = (data, TrainConfig(seed=seed, **base))
@@ -261,10 +264,64 @@ def main() -> None:
               "seconds": {k: round(v, 1) for k, v in times.items()},
               "machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
               "reports": {k: {kk: vv for kk, vv in v.items() if kk != "plots"} for k, v in reports.items()}}
-    Path("bench/results").mkdir(parents=True, exist_ok=True)
-    Path("bench/results/paper.json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.result).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
     Path(args.doc).write_text(results_markdown(result) + hand_written_sections(Path(args.doc)))
-    print(f"written {args.doc} and bench/results/paper.json in {times['total'] / 60:.1f} min")
+    print(f"written {args.doc} and {args.result} in {times['total'] / 60:.1f} min")
+
+
+def base_config(args) -> dict:
+    # the paper's three signatures only: installed head plugins must not change its tables
+    return dict(epochs=args.epochs, heads=PAPER_HEADS, backbone=args.backbone, width=args.width,
+                input_scale=args.input_scale)
+
+
+def clean_data(args, work: Path) -> Path:
+    data_clean = work / "data-3x5-clean"
+    print("generate 3 attacks × 5 victims with the clean class (Table 11) …", flush=True)
+    sc_clean = parse_scenario(scenario(args.scale, args.zoo, smoke=args.smoke, pilot=args.pilot, clean=True))
+    generate(sc_clean, data_clean, runtime=Runtime(progress=EtaLog(sc_clean, data_clean)))
+    return data_clean
+
+
+def table11_runs(data_clean: Path, base: dict) -> dict:
+    return {"mtaa-clean": (data_clean, TrainConfig(**base)),
+            "single-task-clean": (data_clean, TrainConfig(model="single-task", **base))}
+
+
+def add_table11(args) -> None:
+    """Table 11 added to a finished run of the other tables: its data set is generated from the same
+    victims and settings, so it belongs beside them; a result made with other settings is refused."""
+    path = Path(args.result)
+    if not path.exists():
+        raise SystemExit(f"--add-table11: {path} is missing; run bench/paper.py without it first")
+    result = json.loads(path.read_text())
+    wanted = {"scale": args.scale, "epochs": args.epochs,
+              "attributor": {"backbone": args.backbone, "width": args.width, "input_scale": args.input_scale}}
+    made = {"scale": result["scale"], "epochs": result["epochs"], "attributor": attributor_of(result)}
+    if made != wanted:
+        raise SystemExit(f"--add-table11: {path} was made with {made}, not {wanted}; pass the same options")
+    start = time.time()
+    work = Path(args.work)
+    train_zoo(args.zoo, ["inception_v3", "resnet18", "resnet50", "vgg16", "vgg19"], load_dataset("mnist5k"),
+              runtime=Runtime(progress=VictimLog(start)))  # the zoo the other tables used: kept, not retrained
+    data_clean = clean_data(args, work)
+    generated = time.time() - start
+    runs = table11_runs(data_clean, base_config(args))
+    paths = {name: trained(d, cfg, work / "runs" / name) for name, (d, cfg) in runs.items()}
+    result["reports"]["single-task-clean"] = evaluate(paths["single-task-clean"], data_clean,
+                                                      out=work / "eval" / "single-task-clean")
+    result["reports"]["mtaa-clean"] = evaluate(paths["mtaa-clean"], data_clean, baseline=paths["single-task-clean"],
+                                               out=work / "eval" / "mtaa-clean")
+    for name in runs:
+        result["reports"][name].pop("plots", None)
+    result["table11"] = {"machine": f"{cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
+                                    f"torch {torch.__version__}",
+                         "seconds": {"generate": round(generated, 1), "total": round(time.time() - start, 1)},
+                         "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.doc).write_text(results_markdown(result) + hand_written_sections(Path(args.doc)))
+    print(f"written {args.doc} and {path} in {(time.time() - start) / 60:.1f} min")
 
 
 def hand_written_sections(doc: Path) -> str:
@@ -338,8 +395,9 @@ def seed_rows(rep: dict, seeds: int) -> list[str]:
     return lines
 
 
-def table11(rep: dict) -> list[str]:
+def table11(r: dict) -> list[str]:
     """False alarms (§4.4): MTAA against single-task with a clean class, beside the paper's Table 11."""
+    rep = r["reports"]
     if "mtaa-clean" not in rep:
         return []
     lines = ["## Table 11: false alarms (a clean class)", "",
@@ -353,8 +411,16 @@ def table11(rep: dict) -> list[str]:
                      f"{pct(clean.get('attack_accuracy_adversarial'))} |")
     for label, (a, v, rmse, delta) in PAPER["table11"].items():
         lines.append(f"| paper: {label} | {a:.2f} | {v:.2f} | {rmse:.2f} | {delta:+.2f} | – | – |")
-    lines += ["", "The paper counts a clean image's hyperparameter as 0 in its RMSE; attribkit gives a clean "
+    x = rep["mtaa-clean"]
+    lines += ["", f"{x['examples']} test examples, of which "
+                  f"{x.get('trust', {}).get('evaluated_split', {}).get('clean', {}).get('examples', '–')} clean. "
+                  "The paper counts a clean image's hyperparameter as 0 in its RMSE; attribkit gives a clean "
                   "image none, so our RMSE is over the adversarial examples.", ""]
+    sitting = r.get("table11")
+    if sitting:  # added later by --add-table11, possibly on another machine
+        lines += [f"Added with `--add-table11` on {sitting['date']}, on {sitting['machine']}, in "
+                  f"{sitting['seconds']['total'] / 60:.1f} minutes (generation {sitting['seconds']['generate']:.0f} s).",
+                  ""]
     return lines
 
 
@@ -407,7 +473,7 @@ def results_markdown(r: dict) -> str:
               f"{pct(sl300['victim_accuracy'])} | {pct(mt['attack_accuracy'])} / {pct(mt['victim_accuracy'])} | "
               f"{num(sl300['hp_rmse'])} | {num(mt['hp_rmse'])} |",
               "", f"2 × 3 here is {', '.join(TABLE9['attacks'])} × {', '.join(TABLE9['victims'])}.", ""]
-    lines += table11(rep)
+    lines += table11(r)
     lines += ["## Table 13: ablation", "",
               "| variant | attack acc (%) | victim acc (%) | hyperparameter RMSE |", "|---|---|---|---|"]
     for name, label in (("ablation-simple-loss", "simple loss (sum), shared layers, no perturbation extractor"),
