@@ -146,3 +146,19 @@ def test_per_cell_keeps_as_many_clean_examples_as_an_attack_may(clean_data):
     # fgsm has 2 victims × 2 values = 4 cells of one example each; the clean class, one cell, keeps 4
     assert int((capped.labels.attack == 0).sum()) == 4
     assert int((capped.labels.attack == 1).sum()) == 4
+
+
+def test_evaluate_counts_adversarial_images_called_clean_as_saved(clean_data, tmp_path):
+    from attribkit.evaluation import evaluate
+    from attribkit.training.config import TrainConfig
+    from attribkit.training.trainer import train
+
+    run = tmp_path / "run"
+    train(clean_data, TrainConfig(width=0.125, epochs=1, batch_size=16, input_scale=1), run)
+    trust = evaluate(run, clean_data, out=tmp_path / "ev", saved_as=["png", "jpeg50"])["trust"]
+    known, png = trust["evaluated_split"], trust["saved_as"]["png"]
+    # the run quantizes, so PNG is the split as evaluated: the same verdicts
+    assert png["adversarial_called_clean"] == known["clean"]["adversarial_called_clean"]
+    assert png["rejected"] == known["rejected"]
+    assert 0 <= trust["saved_as"]["jpeg50"]["adversarial_called_clean"] <= 1
+    assert "adversarial_called_clean" in (tmp_path / "ev" / "evaluation.md").read_text()

@@ -212,6 +212,9 @@ def test_evaluate_reports_calibration_unknowns_and_saved_formats(tiny_run, tiny_
         assert group["victim_family_accuracy"] is not None
     assert list(trust["saved_as"]) == ["png", "jpeg50"]
     assert trust["saved_as"]["png"]["attack_accuracy"] == report["attack_accuracy"]  # the run quantizes: png = as scored
+    assert trust["saved_as"]["png"]["rejected"] == known["rejected"]  # so are its verdicts
+    assert 0 <= trust["saved_as"]["jpeg50"]["rejected"] <= 1
+    assert "adversarial_called_clean" not in trust["saved_as"]["png"]  # the run has no clean class
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "## Trust" in md and "Saved as" in md and "Outside the run" in md
     assert "reliability.png" in {p.split("/")[-1] for p in report["plots"]}

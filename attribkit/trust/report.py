@@ -33,7 +33,7 @@ from ..storage.dataset import read_manifest
 from ..training.config import TrainConfig
 from ..training.data import AttributionData, load_attribution_data, quantize
 from ..training.metrics import scores_of, signature_metrics, summarise
-from ..training.models import heads_of, predict, predict_with_features
+from ..training.models import heads_of, predict_with_features
 from ..training.run import load_trust
 from .calibration import calibration_bins, expected_calibration_error, reliability_diagram
 from .fitted import Trust, verdict
@@ -41,6 +41,7 @@ from .saving import as_saved
 
 BINS = 15
 SAVE_BATCH = 1024  # images re-encoded and predicted at a time
+SHARES = ("rejected", "adversarial_called_clean")  # saved-as entries shown as percentages
 
 
 def families(data_dir: str | Path, verify: bool = True) -> dict[str, str]:
@@ -233,19 +234,30 @@ def _score_histogram(known: torch.Tensor, unknowns: list[dict], threshold: float
     return figures._png(fig)
 
 
-def _saved_as(members, data: AttributionData, formats: list[str]) -> dict:
-    """The signature metrics with the split's images saved in each format before they are answered."""
+def _saved_as(members, heads, trust: Trust | None, data: AttributionData, formats: list[str]) -> dict:
+    """The signature metrics with the split's images saved in each format before they are answered, and
+    the verdicts that move with it: the share rejected as unknown and, with a clean class, the share of
+    adversarial images called clean (a re-encoding that washes the perturbation out hides the attack)."""
+    spaces = data.label_spaces
     result = {}
     for fmt in formats:
-        chunks = []
+        raw, verdicts = [], []
         for start in range(0, len(data), SAVE_BATCH):
-            batch = data.images[start:start + SAVE_BATCH]
-            chunks.append(predict(members, as_saved(batch, fmt)))
-        outputs = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
+            answered = Answered(members, heads, trust, as_saved(data.images[start:start + SAVE_BATCH], fmt),
+                                spaces.clean)
+            raw.append(answered.raw)
+            verdicts += answered.verdicts
+        outputs = {k: torch.cat([c[k] for c in raw]) for k in raw[0]}
         scores = scores_of(members, data, outputs)
         metrics = summarise(scores, data)
         described = {s.key: s.describe() for s in scores}
-        result[fmt] = {k: metrics[k] for k, _ in signature_metrics(described)}
+        entry = {k: metrics[k] for k, _ in signature_metrics(described)}
+        if trust is not None:
+            entry["rejected"] = _share(torch.tensor([v == "unknown" for v in verdicts]))
+        if spaces.clean:
+            adversarial = data.labels.attack != spaces.clean_index[0]
+            entry["adversarial_called_clean"] = _share(torch.tensor([v == "clean" for v in verdicts])[adversarial])
+        result[fmt] = entry
     return result
 
 
@@ -278,7 +290,7 @@ def trust_report(run: str | Path, meta, members, data: AttributionData, data_dir
                                 _score_histogram(answered.scores, checked, trust.threshold, trust.method)))
         result["unknown"] = [{k: v for k, v in u.items() if not k.startswith("_")} for u in checked]
     if saved_as:
-        result["saved_as"] = _saved_as(members, data, saved_as)
+        result["saved_as"] = _saved_as(members, heads, trust, data, saved_as)
     return result, found
 
 
@@ -331,6 +343,7 @@ def trust_markdown(trust: dict) -> list[str]:
                   "| saved as | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for fmt, metrics in trust["saved_as"].items():
             lines.append(f"| {fmt} | " + " | ".join(
-                "–" if metrics[k] is None else (f"{100 * metrics[k]:.2f}" if k.endswith("accuracy") else f"{metrics[k]:.3f}")
+                "–" if metrics[k] is None else (f"{100 * metrics[k]:.2f}" if k.endswith("accuracy") or k in SHARES
+                                                else f"{metrics[k]:.3f}")
                 for k in keys) + " |")
     return lines
