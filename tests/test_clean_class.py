@@ -159,6 +159,7 @@ def test_evaluate_counts_adversarial_images_called_clean_as_saved(clean_data, tm
     known, png = trust["evaluated_split"], trust["saved_as"]["png"]
     # the run quantizes, so PNG is the split as evaluated: the same verdicts
     assert png["adversarial_called_clean"] == known["clean"]["adversarial_called_clean"]
+    assert png["clean_recall"] == known["clean"]["recall"]
     assert png["rejected"] == known["rejected"]
     assert 0 <= trust["saved_as"]["jpeg50"]["adversarial_called_clean"] <= 1
     assert "adversarial_called_clean" in (tmp_path / "ev" / "evaluation.md").read_text()

@@ -41,7 +41,7 @@ from .saving import as_saved
 
 BINS = 15
 SAVE_BATCH = 1024  # images re-encoded and predicted at a time
-SHARES = ("rejected", "adversarial_called_clean")  # saved-as entries shown as percentages
+SHARES = ("rejected", "clean_recall", "adversarial_called_clean")  # saved-as entries shown in %
 
 
 def families(data_dir: str | Path, verify: bool = True) -> dict[str, str]:
@@ -236,8 +236,9 @@ def _score_histogram(known: torch.Tensor, unknowns: list[dict], threshold: float
 
 def _saved_as(members, heads, trust: Trust | None, data: AttributionData, formats: list[str]) -> dict:
     """The signature metrics with the split's images saved in each format before they are answered, and
-    the verdicts that move with it: the share rejected as unknown and, with a clean class, the share of
-    adversarial images called clean (a re-encoding that washes the perturbation out hides the attack)."""
+    the verdicts that move with it: the share rejected as unknown and, with a clean class, the clean
+    recall and the share of adversarial images called clean (a re-encoding that washed the perturbation
+    out would hide the attack)."""
     spaces = data.label_spaces
     result = {}
     for fmt in formats:
@@ -255,8 +256,10 @@ def _saved_as(members, heads, trust: Trust | None, data: AttributionData, format
         if trust is not None:
             entry["rejected"] = _share(torch.tensor([v == "unknown" for v in verdicts]))
         if spaces.clean:
-            adversarial = data.labels.attack != spaces.clean_index[0]
-            entry["adversarial_called_clean"] = _share(torch.tensor([v == "clean" for v in verdicts])[adversarial])
+            is_clean = data.labels.attack == spaces.clean_index[0]
+            said_clean = torch.tensor([v == "clean" for v in verdicts])
+            entry["clean_recall"] = _share(said_clean[is_clean])
+            entry["adversarial_called_clean"] = _share(said_clean[~is_clean])
         result[fmt] = entry
     return result
 
