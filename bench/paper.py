@@ -416,6 +416,12 @@ def table11(r: dict) -> list[str]:
                   f"{x.get('trust', {}).get('evaluated_split', {}).get('clean', {}).get('examples', '–')} clean. "
                   "The paper counts a clean image's hyperparameter as 0 in its RMSE; attribkit gives a clean "
                   "image none, so our RMSE is over the adversarial examples.", ""]
+    if "mtaa" in rep:  # the same scenario without the clean class (Table 7): what the clean class costs
+        seeds = [rep[seed_run("mtaa", s)]["attack_accuracy"] for s in range(r.get("seeds", 1))]
+        lines += [f"Without the clean class (Table 7's MTAA, {len(seeds)} seed(s)), attack accuracy on its "
+                  f"{rep['mtaa']['examples']} adversarial test examples: "
+                  + ", ".join(pct(a) for a in seeds) + f" % (mean {pct(statistics.fmean(seeds))} %); "
+                  f"MTAA with it, on the adversarial examples: {pct(x.get('trust', {}).get('evaluated_split', {}).get('clean', {}).get('attack_accuracy_adversarial'))} % (seed 0).", ""]
     sitting = r.get("table11")
     if sitting:  # added later by --add-table11, possibly on another machine
         lines += [f"Added with `--add-table11` on {sitting['date']}, on {sitting['machine']}, in "
