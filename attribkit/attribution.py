@@ -56,6 +56,7 @@ def _from_pil(path: Path, channels: int, size: int) -> Item:
 
     from PIL import Image
 
+    _regular_file(path)
     try:
         with warnings.catch_warnings():
             # PIL warns above Image.MAX_IMAGE_PIXELS (and refuses at twice that, below); the size is checked
@@ -126,9 +127,18 @@ def _from_safetensors(path: Path, channels: int, size: int) -> list[Item]:
     return list(_iter_safetensors(path, channels, size))
 
 
+def _regular_file(path: Path) -> None:
+    """Refuse what is not a plain file (a FIFO, a device) before opening it: reading a FIFO named x.png
+    in a folder of uploads would wait for a writer forever."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise AttribkitError(f"{str(path)!r} is not a regular file (a pipe, socket or device); attribkit reads "
+                             f"image files")
+
+
 def _iter_safetensors(path: Path, channels: int, size: int) -> Iterator[Item]:
     """The batch's images, one at a time: the file is read and checked as a whole (one file in memory),
     each image converted to float32 only when it is taken."""
+    _regular_file(path)
     tensors, _ = tensors_from_bytes(read_bytes(path, error=AttribkitError), str(path), AttribkitError)
     if "images" not in tensors:
         raise AttribkitError(f"{str(path)!r} has no tensor named 'images' (found: {', '.join(tensors)})")
@@ -227,6 +237,8 @@ def check_inputs(inputs: list[str]) -> None:
                 raise AttribkitError(f"folder {raw!r} has no PNG/JPEG images")
         elif not path.exists():
             raise AttribkitError(f"input {raw!r} does not exist")
+        elif not path.is_file():
+            _regular_file(path)
         elif path.suffix != ".safetensors" and path.suffix.lower() not in IMAGE_SUFFIXES:
             raise AttribkitError(f"input {raw!r}: expected PNG/JPEG files, folders or .safetensors")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -116,7 +117,35 @@ def _runtime(device: str = "cpu", tf32: bool = False, precision: str = "fp32", s
 
 
 def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(_strict_json(data, indent=2))
+
+
+def _saved_as_formats(text: str) -> list[str]:
+    """--saved-as: 'none', or formats separated by commas (case does not matter; an empty entry is a typo)."""
+    names = [f.strip().lower() for f in text.split(",")]
+    if names == ["none"]:
+        return []
+    if "none" in names:
+        raise click.BadParameter("'none' stands alone: it cannot be combined with formats", param_hint="--saved-as")
+    if "" in names:
+        raise click.BadParameter(f"{text!r} has an empty entry; give formats separated by commas, or 'none'",
+                                 param_hint="--saved-as")
+    return names
+
+
+def _strict_json(data, indent: int | None = None) -> str:
+    """JSON any parser reads: NaN and ±inf (a value that does not apply, a degenerate score) become null,
+    not the bare NaN Python's json writes by default."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
 
 
 def _warn_plugin_errors() -> None:
@@ -464,11 +493,13 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
 
     Each image gets a verdict: `attributed` (the attack, victim and
     hyperparameter shown are the model's answer), `clean` (the run has a
-    clean class and the image looks unattacked) or `unknown` (its unknown-
-    attack score is above the threshold the run chose on its validation
-    split: unlike every attack the run was trained on, so the attack shown is
-    only the nearest known one). Probabilities are calibrated on the
-    validation split. README "Reading an attribution" says more.
+    clean class and the image looks unattacked) or `unknown` (its score is
+    above the threshold the run chose on its validation split). The score
+    (`unknown_score`; by default how far the image's features lie from the
+    nearest class the run was trained on) is higher the less the image looks
+    like anything the run knows; for an `unknown` image the attack shown is
+    only the nearest known one. Probabilities are calibrated on the validation split. README
+    "Reading an attribution" says more.
 
     INPUTS are PNG/JPEG files, folders of them (walked in sorted path order),
     or .safetensors batches (tensor 'images', N×C×H×W in [0, 1]). Lossless
@@ -493,7 +524,7 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
         rows = iter_attributions(run, list(inputs), batch_size=batch_size, verify=not no_verify, runtime=runtime)
         stamp = {"schema": SCHEMA, "run_sha256": sha256_file(Path(run) / RUN_FILE)}  # each line stands alone
         for row in rows:
-            click.echo(json.dumps({**stamp, **row}, default=str))  # echo flushes: each line is out as soon as known
+            click.echo(_strict_json({**stamp, **row}))  # echo flushes: each line is out as soon as known
         return
     report = attribute(run, list(inputs), verify=not no_verify, runtime=runtime, batch_size=batch_size)
     shown = report.pop("table")  # the answers as text, one column per answer of every head
@@ -527,7 +558,8 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
                    "called, victim family accuracy). Repeat for several.")
 @click.option("--saved-as", "saved_as", default=",".join(SAVED_AS), show_default=True,
               help="Also score the split's images re-encoded as each of these (comma-separated: float, png, "
-                   "jpegQ for a JPEG quality Q); 'none' for none.")
+                   "jpegQ for a JPEG quality Q from 1 to 100), with the accuracies and verdicts each gives; "
+                   "'none' for none.")
 @device_options()
 @STREAM
 @NO_VERIFY
@@ -545,7 +577,7 @@ def evaluate_cmd(run, data_dir, baselines, split, out, unknown, saved_as, device
     from .evaluation import evaluate
 
     _warn_plugin_errors()
-    formats = [] if saved_as.strip() == "none" else [f.strip() for f in saved_as.split(",") if f.strip()]
+    formats = _saved_as_formats(saved_as)
     report = evaluate(run, data_dir, list(baselines), out, split, verify=not no_verify,
                       runtime=_runtime(device, tf32, stream=stream), unknown=list(unknown), saved_as=formats)
     if as_json:

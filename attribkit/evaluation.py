@@ -10,6 +10,7 @@ as PNGs and all of it in one self-contained report.html.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from .errors import AttribkitError
 from .records import RunMeta
 from .runtime import Runtime, runtime_of
 from .report import html_report, metric_text, model_figures, row_delta, signed, write_figures
+from .storage.dataset import MANIFEST
 from .training.config import TrainConfig
 from .training.data import AttributionData, load_attribution_data, narrow_attacks, quantize, split_validation
 from .training.metrics import cross_table, scores_of, signature_metrics, summarise
@@ -111,6 +113,27 @@ def _history(run: Path, meta: RunMeta, verify: bool) -> list[dict]:
     return history
 
 
+def _check_out(out: Path) -> None:
+    """The report's folder must not be a run's or a data set's, nor a data set's shards folder: its
+    figures and files would mix with theirs. A folder inside a run (the default RUN/evaluation) is fine."""
+    for folder, record in ((out, RUN_FILE), (out, MANIFEST), (out.parent, MANIFEST)):
+        if (folder / record).exists():
+            where = "a run or data set folder" if folder == out else "inside a data set"
+            raise AttribkitError(f"--out {str(out)!r} is {where} (beside {record}); write the report to a folder "
+                                 f"of its own")
+
+
+def _listed(value, name: str, what: str) -> list:
+    """A list argument of the API as a list: None is none; a lone string is refused, since iterating it
+    would take each character for an entry."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        raise AttribkitError(f"{name} must be a list of {what}, got the single value {str(value)!r}: "
+                             f"write [{str(value)!r}]")
+    return list(value)
+
+
 def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list | tuple | None = None,
              out: str | Path | None = None, split: str = "test", verify: bool = True,
              runtime: Runtime | None = None, *, unknown: list | tuple = (),
@@ -124,6 +147,9 @@ def evaluate(run: str | Path, data_dir: str | Path, baseline: str | Path | list 
     the verdicts on the split (clean recall, false rejections), for each data set in
     ``unknown`` (attacks or victims outside the run) how well its images are told from
     known ones, and the signature metrics with the images saved in each of ``saved_as``."""
+    unknown, saved_as = _listed(unknown, "unknown", "data set folders"), _listed(saved_as, "saved_as", "formats")
+    if out is not None:
+        _check_out(Path(out))
     for fmt in saved_as:
         parse_saved_as(fmt)  # a typo fails before any work
     rt = runtime_of(runtime)

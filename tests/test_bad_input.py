@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ def _tree(root: Path) -> dict:
         for f in filenames:
             p = os.path.join(dirpath, f)
             st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a link: its kind and times, never its contents
+                snap[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mtime_ns)
+                continue
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if key not in _DIGESTS:
                 with open(p, "rb") as fh:
@@ -1054,6 +1058,21 @@ def _(w):
     w.image("mixed/a-good.png", Image.fromarray(GREY, "L"))
     w.put("mixed/b-broken.png", b"\x89PNG\r\n\x1a\n")
     return _attr(w, w.root / "in" / "mixed")
+
+
+@refuse("attribute/fifo-named-png", names=("pipe.png",))
+def _(w):
+    # reading a FIFO waits for a writer forever: a folder of uploads must not hang attribkit
+    (w.root / "in").mkdir(exist_ok=True)
+    os.mkfifo(w.root / "in" / "pipe.png")
+    return _attr(w, w.root / "in" / "pipe.png")
+
+
+@refuse("attribute/folder-with-a-fifo", names=("pipe.png",))
+def _(w):
+    w.image("uploads/a-good.png", Image.fromarray(GREY, "L"))
+    os.mkfifo(w.root / "in" / "uploads" / "pipe.png")
+    return _attr(w, w.root / "in" / "uploads")
 
 
 @refuse("attribute/no-inputs", names=("INPUTS",))

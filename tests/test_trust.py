@@ -113,6 +113,7 @@ def test_verdicts():
     assert verdict({"attack": "clean"}, 1.0, 2.0) == "clean"
     assert verdict({"attack": "pgd"}, 2.0, 2.0) == "attributed"  # at the threshold: accepted
     assert verdict({"attack": "pgd"}, None, None) == "attributed"  # a run without a threshold
+    assert verdict({"attack": "pgd"}, float("nan"), 2.0) == "unknown"  # a score that says nothing: fail closed
 
 
 def test_a_run_with_a_validation_split_stores_its_trust(tiny_run):
@@ -134,6 +135,45 @@ def test_a_damaged_trust_file_is_refused(tiny_run, tmp_path):
     (run / "trust.safetensors").write_bytes(bytes(raw))
     result = CliRunner().invoke(cli, ["attribute", "--run", str(run), str(_batch(tmp_path))])
     assert result.exit_code == 1 and "trust.safetensors" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t["unknown"].update(threshold=float("nan")), "unknown.threshold must be a finite number"),
+    (lambda t: t["unknown"].update(threshold=True), "unknown.threshold must be a finite number"),
+    (lambda t: t["unknown"].update(threshold="2.5"), "unknown.threshold must be a finite number"),
+    (lambda t: t["unknown"].update(false_rejection=7), "unknown.false_rejection must be within"),
+    (lambda t: t["temperatures"].update(attack=float("inf")), "temperature 'attack' must be a finite number"),
+    (lambda t: t["temperatures"].update(attack=1e-300), "temperature 'attack' must be within"),
+    (lambda t: t["unknown"].update(attack_head="nosuch"), "'nosuch' is not one of the run's calibrated heads"),
+    (lambda t: t.update(temperatures={}), "is not one of the run's calibrated heads (none)"),
+    (lambda t: t["unknown"].update(method="bogus"), "unknown.method must be one of"),
+])
+def test_a_trust_record_no_fit_could_give_is_refused(tiny_run, edit, words):
+    """Each of these would silently turn every verdict one way (a NaN threshold accepts everything)."""
+    meta = read_run_meta(tiny_run)
+    trust = load_trust(tiny_run, meta)
+    record = json.loads(json.dumps(meta.trust))
+    edit(record)
+    with pytest.raises(AttribkitError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        Trust.from_json(record, trust.state, "run.json")
+
+
+def test_scorer_tensors_with_nan_are_refused(tiny_run):
+    meta = read_run_meta(tiny_run)
+    trust = load_trust(tiny_run)  # the meta is read when not given
+    assert trust.threshold == load_trust(tiny_run, meta).threshold
+    state = {**trust.state, "means": trust.state["means"].clone()}
+    state["means"][0, 0] = float("nan")
+    with pytest.raises(AttribkitError, match="NaN or infinite"):
+        Trust.from_json(meta.trust, state, "run.json")
+
+
+def test_json_output_has_no_bare_nan():
+    from attribkit.cli import _strict_json
+
+    text = _strict_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}, "e": "nan"})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == \
+        {"a": None, "b": [None, 1.5], "c": {"d": None}, "e": "nan"}
 
 
 def _batch(tmp_path, n=4, seed=0):
@@ -235,6 +275,33 @@ def test_evaluate_cli_takes_unknown_data_sets_and_formats(tiny_run, tiny_data, t
     assert none.exit_code == 0 and "saved_as" not in json.loads(none.stdout)["trust"]
 
 
+@pytest.mark.parametrize("formats, words", [("none,png", "'none' stands alone"),
+                                            ("png,,jpeg75", "has an empty entry")])
+def test_saved_as_lists_with_a_slip_are_refused(tiny_run, tiny_data, tmp_path, formats, words):
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data), "--out",
+                                      str(tmp_path / "ev"), "--saved-as", formats])
+    assert result.exit_code == 2 and words in result.output and not (tmp_path / "ev").exists()
+
+
+def test_evaluate_api_takes_lists_not_lone_strings(tiny_run, tiny_data, tmp_path):
+    with pytest.raises(AttribkitError, match=r"saved_as must be a list of formats.*\['png'\]"):
+        evaluate(tiny_run, tiny_data, out=tmp_path / "ev", saved_as="png")
+    with pytest.raises(AttribkitError, match="unknown must be a list of data set folders"):
+        evaluate(tiny_run, tiny_data, out=tmp_path / "ev", unknown=str(tiny_data))
+    report = evaluate(tiny_run, tiny_data, out=tmp_path / "ev", unknown=None, saved_as=None)  # None: none
+    assert "unknown" not in report["trust"] and "saved_as" not in report["trust"]
+
+
+def test_evaluate_will_not_write_into_a_run_or_a_data_set(tiny_run, tiny_data, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_data.rglob("*")}
+    for out, words in ((tiny_data, "a run or data set folder"), (tiny_data / "shards", "inside a data set"),
+                       (tiny_run, "a run or data set folder")):
+        result = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data), "--out",
+                                          str(out), "--saved-as", "none"])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_data.rglob("*")} == before
+
+
 def test_evaluate_refuses_an_unknown_format_in_one_line(tiny_run, tiny_data, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--run", str(tiny_run), "--data", str(tiny_data),
                                       "--out", str(tmp_path / "ev"), "--saved-as", "png,gif"])
@@ -278,13 +345,15 @@ def test_narrowing_to_some_attacks_relabels_as_a_data_set_of_them(tiny_data):
     assert only.label_spaces.hp_names == ["eps", "kappa"]
     assert len(only) == int((data.labels.attack != 1).sum())
     assert only.labels.attack.tolist() == [0 if a == 0 else 1 for a in data.labels.attack.tolist() if a != 1]
-    fgsm = narrow_attacks(data, ["fgsm"])
-    assert fgsm.label_spaces.hp_names == ["eps"] and fgsm.labels.hp.shape == (len(fgsm), 1)
-    assert fgsm.label_spaces.hyperparameters["eps"].attacks == ("fgsm",)
-    assert torch.equal(fgsm.labels.hp[:, 0], data.labels.hp[data.labels.attack == 0, 0])
+    linf = narrow_attacks(data, ["fgsm", "pgd"])  # κ goes with C&W
+    assert linf.label_spaces.hp_names == ["eps"] and linf.labels.hp.shape == (len(linf), 1)
+    assert linf.label_spaces.hyperparameters["eps"].attacks == ("fgsm", "pgd")
+    assert torch.equal(linf.labels.hp[:, 0], data.labels.hp[data.labels.attack != 2, 0])
     assert narrow_attacks(data, ["fgsm", "pgd", "cw"]) is data
     with pytest.raises(AttribkitError, match="attack 'deepfool' is not in the data set"):
         narrow_attacks(data, ["deepfool"])
+    with pytest.raises(AttribkitError, match="at least two classes"):  # an attack head with nothing to choose
+        narrow_attacks(data, ["fgsm"])
 
 
 def test_a_run_of_some_attacks_scores_the_others_as_unknown(tiny_data, tmp_path):

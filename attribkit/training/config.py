@@ -91,7 +91,8 @@ class TrainConfig:
                                      max_open=True, must="a share in (0, 1)")
     heads: tuple[str, ...] = _option((), "Only these head plugins (default: all that apply).", option="--head")
     # held-out attacks: train on some, score the others as unknown (bench/trust.py's leave-one-family-out)
-    attacks: tuple[str, ...] = _option((), "Train on these attacks of the data set only (and 'clean', if named); "
+    attacks: tuple[str, ...] = _option((), "Train on this attack of the data set only; repeat for several (and "
+                                           "'clean', if named; at least two classes in all); "
                                            "evaluate --unknown on the same data set scores the others as attacks "
                                            "the run never saw. Default: all.", option="--attack")
     # single-label: classes include the hyperparameter value (Table 4) or not (Table 2)

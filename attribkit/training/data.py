@@ -52,6 +52,9 @@ def narrow_attacks(data: AttributionData, attacks: tuple[str, ...] | list[str]) 
     if unknown:
         raise DataError(f"attack {unknown[0]!r} is not in the data set (its attacks: {', '.join(spaces.attacks)})")
     kept = [a for a in spaces.attacks if a in attacks]
+    if not any(a != CLEAN_LABEL for a in kept) or len(kept) < 2:
+        raise DataError(f"--attack {' --attack '.join(dict.fromkeys(attacks))}: a run must tell at least two "
+                        f"classes apart, one of them an attack (the data set has: {', '.join(spaces.attacks)})")
     if len(kept) == len(spaces.attacks):
         return data
     keep_clean = spaces.clean and CLEAN_LABEL in kept

@@ -139,12 +139,13 @@ def load_run(run: str | Path, verify: bool = True, runtime: Runtime | None = Non
     return meta, members
 
 
-def load_trust(run: str | Path, meta: RunMeta, verify: bool = True) -> Trust | None:
+def load_trust(run: str | Path, meta: RunMeta | None = None, verify: bool = True) -> Trust | None:
     """The run's calibration and unknown-attack scorer; None for a run trained without a validation
-    split or by an attribkit before they existed."""
+    split or by an attribkit before they existed. ``meta``: the run's, if already read."""
+    run = Path(run)
+    meta = read_run_meta(run, verify) if meta is None else meta
     if meta.trust is None:
         return None
-    run = Path(run)
     if not (run / TRUST_FILE).exists():
         raise AttribkitError(f"run folder {str(run)!r} has no {TRUST_FILE}, which its run.json names")
     expected = storage.recorded_file(meta.file_record, TRUST_FILE, str(run / RUN_FILE)) if verify else None

@@ -18,6 +18,7 @@ from ..figures import _png, _pyplot
 # The search range of 1/T: wide enough for any head we train (T from 0.01 to 100); an optimum
 # beyond it means the logits are already (almost) all right or all noise, and the bound will do.
 LOG_BETA_RANGE = (math.log(1e-2), math.log(1e2))
+TEMPERATURE_RANGE = (1e-2, 1e2)  # the temperatures that range allows: a run's record is checked against it
 SEARCH_STEPS = 60  # golden-section: the bracket shrinks by 0.618 per step, to ~1e-12 of its width
 INV_PHI = (math.sqrt(5) - 1) / 2
 

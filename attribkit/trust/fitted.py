@@ -20,13 +20,14 @@ seeded share of the training split's clean images, never the test split.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import AttribkitError
 from ..records import CLEAN, LabelSpaces
-from .calibration import fit_temperature
+from .calibration import TEMPERATURE_RANGE, fit_temperature
 from .unknown import DEFAULT_METHOD, METHODS, check_state, fit_scorer, unknown_scores
 
 TRUST_FILE = "trust.safetensors"
@@ -51,16 +52,34 @@ class Trust:
 
     @classmethod
     def from_json(cls, data, state: dict[str, torch.Tensor], where: str) -> "Trust":
-        try:
-            unknown = data["unknown"]
-            temperatures = {str(k): float(v) for k, v in data["temperatures"].items()}
-            trust = cls(temperatures, str(unknown["method"]), float(unknown["threshold"]),
-                        float(unknown["false_rejection"]), str(unknown["attack_head"]), dict(data.get("fitted", {})),
-                        state)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise AttribkitError(f"{where}: the run's \"trust\" record is malformed") from None
-        if trust.method not in METHODS or not all(t > 0 for t in temperatures.values()):
-            raise AttribkitError(f"{where}: the run's \"trust\" record is malformed")
+        """Read back and checked: a value no fit can give (a NaN threshold, an infinite temperature,
+        a head the run lacks) is refused, since it would silently turn every verdict one way."""
+        def bad(field: str, why: str) -> AttribkitError:
+            return AttribkitError(f"{where}: the run's \"trust\" record is malformed: {field} {why}")
+
+        def number(value, field: str, low: float, high: float) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(field, f"must be a finite number, not {value!r}")
+            if not low <= value <= high:
+                raise bad(field, f"must be within [{low:g}, {high:g}], not {value!r}")
+            return float(value)
+
+        if not isinstance(data, dict) or not isinstance(data.get("unknown"), dict) \
+                or not isinstance(data.get("temperatures"), dict):
+            raise bad("the record", "lacks its \"unknown\" or \"temperatures\" table")
+        unknown = data["unknown"]
+        low, high = TEMPERATURE_RANGE
+        temperatures = {str(k): number(v, f"temperature {k!r}", low * 0.999, high * 1.001)  # a fit's rounding
+                        for k, v in data["temperatures"].items()}
+        method, head = unknown.get("method"), unknown.get("attack_head")
+        if method not in METHODS:
+            raise bad("unknown.method", f"must be one of {', '.join(METHODS)}, not {method!r}")
+        if head not in temperatures:  # every classification head has a temperature, the attack head too
+            raise bad("unknown.attack_head", f"{head!r} is not one of the run's calibrated heads "
+                                             f"({', '.join(temperatures) or 'none'})")
+        trust = cls(temperatures, method, number(unknown.get("threshold"), "unknown.threshold", -math.inf, math.inf),
+                    number(unknown.get("false_rejection"), "unknown.false_rejection", 0.0, 1.0), head,
+                    dict(data.get("fitted") or {}), state)
         check_state(trust.method, state, where)
         return trust
 
@@ -108,8 +127,9 @@ def fit_trust(heads: dict, spaces: LabelSpaces, train: tuple, validation: tuple,
 
 
 def verdict(row: dict, score: float | None, threshold: float | None, clean_class: bool = True) -> str:
-    """``unknown`` above the threshold; else ``clean`` when the attack answered is the clean class
+    """``unknown`` above the threshold (or where the score is not a number: a scorer that cannot say
+    is not evidence of a known attack); else ``clean`` when the attack answered is the clean class
     (of a run that has one: ``clean_class``); else ``attributed``. ``row`` is one image's answers."""
-    if score is not None and threshold is not None and score > threshold:
+    if score is not None and threshold is not None and not score <= threshold:  # a NaN score too: fail closed
         return "unknown"
     return "clean" if clean_class and row.get("attack") == CLEAN else "attributed"

@@ -102,6 +102,8 @@ def check_state(name: str, state: dict[str, torch.Tensor], where: str) -> None:
         raise AttribkitError(f"{where}: the {name} scorer lacks its {missing[0]!r} tensor")
     if any(state[k].ndim != 2 or not state[k].is_floating_point() for k in STATE[name]):
         raise AttribkitError(f"{where}: the {name} scorer's tensors must be 2-D float matrices")
+    if any(not bool(torch.isfinite(state[k]).all()) for k in STATE[name]):
+        raise AttribkitError(f"{where}: the {name} scorer's tensors hold NaN or infinite values")
     dims = {k: state[k].shape[-1] for k in STATE[name]}
     square = "precision" not in state or state["precision"].shape[0] == state["precision"].shape[1]
     if len(set(dims.values())) > 1 or not square:
