@@ -141,7 +141,7 @@ def _iter_safetensors(path: Path, channels: int, size: int) -> Iterator[Item]:
     _regular_file(path)
     tensors, _ = tensors_from_bytes(read_bytes(path, error=AttribkitError), str(path), AttribkitError)
     if "images" not in tensors:
-        raise AttribkitError(f"{str(path)!r} has no tensor named 'images' (found: {', '.join(tensors)})")
+        raise AttribkitError(f"{str(path)!r} has no tensor named 'images' (found: {', '.join(tensors) or 'no tensors'})")
     images = tensors.pop("images")
     del tensors
     if images.ndim != 4:

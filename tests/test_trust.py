@@ -168,6 +168,17 @@ def test_scorer_tensors_with_nan_are_refused(tiny_run):
         Trust.from_json(meta.trust, state, "run.json")
 
 
+def test_a_run_json_stripped_of_its_own_hash_is_noticed(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    record = json.loads((run / "run.json").read_text())
+    record["trust"]["unknown"]["threshold"] = 1e9  # accept everything: the edit an attacker would make
+    del record["content_sha256"]
+    (run / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(cli, ["attribute", "--run", str(run), str(_batch(tmp_path)), "--json"])
+    assert result.exit_code == 0 and "no content hash of its own" in result.stderr
+
+
 def test_json_output_has_no_bare_nan():
     from attribkit.cli import _strict_json
 

@@ -94,6 +94,9 @@ def read_run_meta(run: str | Path, verify: bool = True) -> RunMeta:
     if verify and storage.recorded_file(meta.file_record, WEIGHTS, str(path)) is None:
         storage.notice(f"run {str(run)!r} has no recorded sha256 for its files (written by an older attribkit) "
                        f"and cannot be verified; `attribkit verify --record {run}` records them")
+    elif verify and not found.hashed:  # the files are hashed but run.json itself is not: its edits go unseen
+        storage.notice(f"{str(path)!r} has no content hash of its own (an edit would remove it), so changes to "
+                       f"it, its trust threshold included, cannot be detected; `attribkit verify {run}` says more")
     return meta
 
 
