@@ -427,13 +427,19 @@ def train_cmd(data_dir, out, device, tf32, precision, stream, no_verify, as_json
     rt = _runtime(device, tf32, precision, workers=True, stream=stream)
     meta = _train(data_dir, config, out, verify=not no_verify, runtime=rt)
     summary = {"run": out, "model": config.model, "seconds": meta.seconds, "parameters": meta.parameters,
-               "validation": meta.final_validation_metrics, "test": meta.final_test_metrics}
+               "validation": meta.final_validation_metrics, "test": meta.final_test_metrics, "trust": meta.trust}
     if rt.rank != 0:  # worker 0 wrote the run and says so
         return
     if as_json:
         _echo_json(summary)
     else:
         _print_metrics(f"{config.model} → {out} ({meta.seconds:.0f} s)", meta.final_test_metrics)
+        if meta.trust:
+            u, fitted = meta.trust["unknown"], meta.trust["fitted"]["temperatures_and_threshold"]
+            temperatures = ", ".join(f"{k} {v:.3g}" for k, v in meta.trust["temperatures"].items())
+            Console().print(f"trust: unknown above {u['threshold']:.4g} ({u['method']}, chosen to call "
+                            f"{100 * u['false_rejection']:g} % of the {fitted['examples']} validation images "
+                            f"unknown); temperatures: {temperatures}", highlight=False)
 
 
 def _train(data_dir, config, out, verify, runtime):

@@ -116,6 +116,17 @@ def test_verdicts():
     assert verdict({"attack": "pgd"}, float("nan"), 2.0) == "unknown"  # a score that says nothing: fail closed
 
 
+def test_train_says_what_it_fitted_and_warns_when_it_is_rough(tiny_data, tmp_path):
+    plugins.reset()
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--width",
+                                      "0.125", "--epochs", "1", "--batch-size", "16", "--input-scale", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    trust = json.loads(result.stdout)["trust"]
+    assert trust == read_run_meta(tmp_path / "run").trust and trust["unknown"]["method"] == "mahalanobis"
+    examples = trust["fitted"]["temperatures_and_threshold"]["examples"]
+    assert examples < 100 and f"fitted on {examples} validation images" in result.stderr  # the tiny data set
+
+
 def test_a_run_with_a_validation_split_stores_its_trust(tiny_run):
     meta = read_run_meta(tiny_run)
     trust = load_trust(tiny_run, meta)
