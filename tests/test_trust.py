@@ -279,6 +279,7 @@ def test_evaluate_reports_calibration_unknowns_and_saved_formats(tiny_run, tiny_
     assert "adversarial_called_clean" not in trust["saved_as"]["png"]  # the run has no clean class
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "## Trust" in md and "Saved as" in md and "Outside the run" in md
+    assert "Every attack here is one the run knows" in md  # tiny_data scored as its own "unknown"
     assert "reliability.png" in {p.split("/")[-1] for p in report["plots"]}
     assert "unknown_scores.png" in {p.split("/")[-1] for p in report["plots"]}
     page = (tmp_path / "ev" / "report.html").read_text()

@@ -327,8 +327,11 @@ def trust_markdown(trust: dict) -> list[str]:
                   f"({c['misclassified_examples']}) | {_pct(c['called_unknown'])} | "
                   f"{_pct(c['adversarial_called_clean'])} | {_pct(c['attack_accuracy_adversarial'])} |"]
     for u in trust.get("unknown", []):
-        lines += ["", f"### Outside the run: `{u['data']}` ({u['examples']} test examples)", "",
-                  "| attack | examples | AUROC | FPR@95TPR (%) | rejected (%) | attack acc. (%) | called |",
+        lines += ["", f"### Outside the run: `{u['data']}` ({u['examples']} test examples)", ""]
+        if not u["outside_examples"]:
+            lines += ["Every attack here is one the run knows, so nothing in it is an unknown attack: each row "
+                      "compares these images (other victims, say) with the evaluated split.", ""]
+        lines += ["| attack | examples | AUROC | FPR@95TPR (%) | rejected (%) | attack acc. (%) | called |",
                   "|---|---|---|---|---|---|---|"]
         for name, g in u["per_attack"].items():
             called = ", ".join(f"{k} {v}" for k, v in g["called"].items())
