@@ -158,6 +158,10 @@ def test_a_damaged_trust_file_is_refused(tiny_run, tmp_path):
     (lambda t: t["unknown"].update(attack_head="nosuch"), "'nosuch' is not one of the run's calibrated heads"),
     (lambda t: t.update(temperatures={}), "is not one of the run's calibrated heads (none)"),
     (lambda t: t["unknown"].update(method="bogus"), "unknown.method must be one of"),
+    (lambda t: t["unknown"].update(method=["mahalanobis"]), "unknown.method must be one of"),
+    (lambda t: t["unknown"].update(attack_head={"a": 1}), "is not one of the run's calibrated heads"),
+    (lambda t: t.update(fitted=3), "fitted must be a table"),
+    (lambda t: t.update(unknown=[]), "lacks its \"unknown\" or \"temperatures\" table"),
 ])
 def test_a_trust_record_no_fit_could_give_is_refused(tiny_run, edit, words):
     """Each of these would silently turn every verdict one way (a NaN threshold accepts everything)."""

@@ -71,15 +71,17 @@ class Trust:
         low, high = TEMPERATURE_RANGE
         temperatures = {str(k): number(v, f"temperature {k!r}", low * 0.999, high * 1.001)  # a fit's rounding
                         for k, v in data["temperatures"].items()}
-        method, head = unknown.get("method"), unknown.get("attack_head")
-        if method not in METHODS:
+        method, head, fitted = unknown.get("method"), unknown.get("attack_head"), data.get("fitted") or {}
+        if not isinstance(method, str) or method not in METHODS:
             raise bad("unknown.method", f"must be one of {', '.join(METHODS)}, not {method!r}")
-        if head not in temperatures:  # every classification head has a temperature, the attack head too
+        if not isinstance(head, str) or head not in temperatures:  # every classification head has a temperature
             raise bad("unknown.attack_head", f"{head!r} is not one of the run's calibrated heads "
                                              f"({', '.join(temperatures) or 'none'})")
+        if not isinstance(fitted, dict):
+            raise bad("fitted", f"must be a table, not {fitted!r}")
         trust = cls(temperatures, method, number(unknown.get("threshold"), "unknown.threshold", -math.inf, math.inf),
-                    number(unknown.get("false_rejection"), "unknown.false_rejection", 0.0, 1.0), head,
-                    dict(data.get("fitted") or {}), state)
+                    number(unknown.get("false_rejection"), "unknown.false_rejection", 0.0, 1.0), head, dict(fitted),
+                    state)
         check_state(trust.method, state, where)
         return trust
 
