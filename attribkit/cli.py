@@ -504,8 +504,8 @@ def attribute_cmd(run, inputs, device, tf32, no_verify, batch_size, as_json, as_
     (`unknown_score`; by default how far the image's features lie from the
     nearest class the run was trained on) is higher the less the image looks
     like anything the run knows; for an `unknown` image the attack shown is
-    only the nearest known one. Probabilities are calibrated on the validation split. README
-    "Reading an attribution" says more.
+    only the nearest known one. Probabilities are calibrated on the
+    validation split. README "Reading an attribution" says more.
 
     INPUTS are PNG/JPEG files, folders of them (walked in sorted path order),
     or .safetensors batches (tensor 'images', N×C×H×W in [0, 1]). Lossless
