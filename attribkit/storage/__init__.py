@@ -55,9 +55,10 @@ class IntegrityNotice(UserWarning):
 _noticed: set[str] = set()
 
 
-def notice(message: str) -> None:
-    """Tell the user once per process (a command reads a data set once per split)."""
-    if message not in _noticed:
+def notice(message: str, once: bool = True) -> None:
+    """Tell the user, by default once per process (a command reads a data set once per split);
+    ``once=False`` for what each call makes anew (a training run's fit)."""
+    if not once or message not in _noticed:
         _noticed.add(message)
         warnings.warn(message, IntegrityNotice, stacklevel=2)
 

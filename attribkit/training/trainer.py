@@ -131,7 +131,7 @@ def _fit_trust(members: dict[str, Member], train_data: AttributionData, validati
     trust = fit_trust(heads, train_data.label_spaces, train_part, seen(validation),
                       method=config.unknown_score, false_rejection=config.false_rejection)
     for warning in trust_warnings(trust):
-        storage.notice(warning)
+        storage.notice(warning, once=False)  # about this run: a second training in the process says it again
     return trust
 
 
