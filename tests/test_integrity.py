@@ -232,6 +232,15 @@ def test_an_older_data_set_loads_with_a_notice_and_verify_record_hashes_it(data_
     assert CliRunner().invoke(cli, ["verify", str(data_copy)]).exit_code == 0
 
 
+def test_a_manifest_stripped_of_its_own_hash_is_noticed(data_copy):
+    manifest = json.loads((data_copy / "manifest.json").read_text())
+    del manifest["content_sha256"]  # the files keep theirs: the notice must not claim they lack them
+    (data_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(storage.IntegrityNotice, match="no content hash of its own") as caught:
+        load_split(data_copy, "train")
+    assert not any("without a recorded sha256" in str(w.message) for w in caught)
+
+
 def test_record_never_blesses_a_damaged_file(data_copy):
     strip_hashes(data_copy / "manifest.json")
     rewrite_record(data_copy / "manifest.json", lambda m: m.update(

@@ -96,9 +96,12 @@ def read_manifest(out: str | Path, verify: bool = True) -> Manifest:
     if verify:
         unrecorded = [n for n in data_files(manifest.shards)
                       if storage.recorded_file(manifest.file_record, n, str(out / MANIFEST)) is None]
-        if not record.hashed or unrecorded:
+        if unrecorded:
             storage.notice(f"data set {str(out)!r} has {len(unrecorded)} file(s) without a recorded sha256 (written by "
                            f"an older attribkit), which cannot be verified; `attribkit verify --record {out}` records them")
+        elif not record.hashed:  # every file is hashed but the manifest itself is not: its edits go unseen
+            storage.notice(f"{str(out / MANIFEST)!r} has no content hash of its own (an edit would remove it), so "
+                           f"changes to it cannot be detected; `attribkit verify {out}` says more")
     return manifest
 
 
