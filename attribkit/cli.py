@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ from .console import ConsoleProgress, err_console
 from .errors import AttribkitError
 from .pipeline import DEMO
 from .runtime import DEVICE_HELP, PRECISIONS, Runtime, parse_shard, worker_from_env
-from .storage import IntegrityNotice
+from .storage import IntegrityNotice, finite_or_null
 from .training.config import TrainConfig
 from .trust.saving import SAVED_AS
 
@@ -134,18 +133,8 @@ def _saved_as_formats(text: str) -> list[str]:
 
 
 def _strict_json(data, indent: int | None = None) -> str:
-    """JSON any parser reads: NaN and ±inf (a value that does not apply, a degenerate score) become null,
-    not the bare NaN Python's json writes by default."""
-    def finite(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
+    """JSON any parser reads: NaN and ±inf (a value that does not apply, a degenerate score) become null."""
+    return json.dumps(finite_or_null(data), indent=indent, default=str, allow_nan=False)
 
 
 def _warn_plugin_errors() -> None:

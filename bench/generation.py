@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from attribkit import plugins
 from attribkit.data import load_dataset, split_dataset
 from attribkit.generation.engine import generate
 from attribkit.generation.scenario import load_scenario, parse_scenario
+from attribkit.storage import finite_or_null
 from attribkit.victims import load_victim
 from attribkit.victims.store import build_network, load_weights, read_record, victim_path, wrap
 from machine import cpu_name
@@ -146,16 +146,6 @@ def peak_rss_mb(data: dict) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def _nan_as_null(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_as_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_as_null(v) for v in value]
-    return value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", required=True)
@@ -219,7 +209,7 @@ def main() -> None:
               "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
               "peak_rss_this_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(_nan_as_null(result), indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(finite_or_null(result), indent=2) + "\n")
     print(f"written {args.out}")
 
 

@@ -185,6 +185,18 @@ def write_text(path: str | Path, text: str) -> FileRecord:
     return write_bytes(path, text.encode())
 
 
+def finite_or_null(value):
+    """``value`` with every NaN and ±inf float (nested in dicts and lists) made None, so that the JSON
+    written of it is strict: Python's json writes a bare NaN, which other parsers refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def write_json(path: str | Path, data) -> FileRecord:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 

@@ -43,7 +43,8 @@ def staging_folder(out: Path) -> Path:
 
 
 def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list[dict],
-             trust: Trust | None = None) -> None:
+             trust: Trust | None = None) -> RunMeta:
+    """Write the run folder (staged, then moved into place); returns the meta as written, its trust included."""
     out = Path(out)
     staging = staging_folder(out)
     if staging.exists():
@@ -69,6 +70,7 @@ def save_run(out: Path, meta: RunMeta, members: dict[str, Member], history: list
     except OSError as exc:
         raise AttribkitError(f"cannot move the finished run into {str(out)!r}: {exc.strerror}; it is in "
                              f"{str(staging)!r}") from None
+    return meta
 
 
 def _csv(history: list[dict]) -> str:

@@ -23,15 +23,13 @@ from .data import (AttributionData, cap_per_cell, load_attribution_data, narrow_
                    target_stats)
 from .metrics import evaluate_members
 from ..generation.units import derive_seed
-from ..trust.calibration import TEMPERATURE_RANGE
-from ..trust.fitted import Trust, fit_trust
+from ..trust.fitted import Trust, fit_trust, trust_warnings
 from ..trust.saving import jpeg_augment
 from ..trust.unknown import STATE
 from .models import Member, applicable_heads, build_members, fit_heads, heads_of, predict, predict_with_features
 from .run import save_run
 
 JPEG_QUALITIES = (50, 95)  # what --jpeg re-encodes at: from a rough save to a careful one
-FEW_VALIDATION = 100  # validation images below which a 5 % quantile and a temperature are rough
 
 
 def train(data_dir: str | Path, config: TrainConfig, out: str | Path, *, verify: bool = True,
@@ -94,9 +92,7 @@ def _train(data_dir: Path, config: TrainConfig, out: Path, verify: bool, rt: Run
     meta = meta.with_results(**results)
     if rt.rank == 0:
         trust = _fit_trust(members, train_data, validation, config) if validation is not None else None
-        if trust is not None:  # returned as saved: the caller sees the threshold it will be read with
-            meta = replace(meta, trust=trust.to_json())
-        save_run(out, meta, members, history, trust)
+        meta = save_run(out, meta, members, history, trust)  # as saved: the threshold it will be read with
     distributed.barrier(rt)
     return meta
 
@@ -133,22 +129,6 @@ def _fit_trust(members: dict[str, Member], train_data: AttributionData, validati
     for warning in trust_warnings(trust):
         storage.notice(warning, once=False)  # about this run: a second training in the process says it again
     return trust
-
-
-def trust_warnings(trust: Trust) -> list[str]:
-    """What makes a fitted trust record rough, said when it is fitted rather than found out later."""
-    found = []
-    examples = trust.fitted["temperatures_and_threshold"]["examples"]
-    if examples < FEW_VALIDATION:
-        found.append(f"the unknown-attack threshold and the temperatures were fitted on {examples} validation "
-                     f"images: the false-rejection rate they give is rough (more training data, or a larger "
-                     f"--validation, helps)")
-    low, high = TEMPERATURE_RANGE
-    for head, t in trust.temperatures.items():
-        if not low * 1.01 < t < high * 0.99:
-            found.append(f"head {head!r}: its temperature reached the search bound ({t:g}): its probabilities "
-                         f"could not be calibrated on the validation split; read them with care")
-    return found
 
 
 class Objective(nn.Module):

@@ -33,6 +33,7 @@ from .unknown import DEFAULT_METHOD, METHODS, check_state, fit_scorer, unknown_s
 TRUST_FILE = "trust.safetensors"
 FALSE_REJECTION = 0.05
 VERDICTS = ("attributed", "clean", "unknown")
+FEW_VALIDATION = 100  # validation images below which a 5 % quantile and a temperature are rough
 
 
 @dataclass
@@ -126,6 +127,22 @@ def fit_trust(heads: dict, spaces: LabelSpaces, train: tuple, validation: tuple,
                     "temperatures_and_threshold": {"split": "validation", "examples": len(labels)},
                     "validation_rejected": round(float((known > trust.threshold).double().mean()), 6)}
     return trust
+
+
+def trust_warnings(trust: Trust) -> list[str]:
+    """What makes a fitted trust record rough, said when it is fitted rather than found out later."""
+    found = []
+    examples = trust.fitted["temperatures_and_threshold"]["examples"]
+    if examples < FEW_VALIDATION:
+        found.append(f"the unknown-attack threshold and the temperatures were fitted on {examples} validation "
+                     f"images: the false-rejection rate they give is rough (more training data, or a larger "
+                     f"--validation, helps)")
+    low, high = TEMPERATURE_RANGE
+    for head, t in trust.temperatures.items():
+        if not low * 1.01 < t < high * 0.99:
+            found.append(f"head {head!r}: its temperature reached the search bound ({t:g}): its probabilities "
+                         f"could not be calibrated on the validation split; read them with care")
+    return found
 
 
 def verdict(row: dict, score: float | None, threshold: float | None, clean_class: bool = True) -> str:

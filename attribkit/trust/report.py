@@ -75,6 +75,11 @@ class Answered:
         self.answers_victim = any(v is not None for v in self.victims)
 
 
+def _said(verdicts: list[str], which: str) -> torch.Tensor:
+    """(N,) bool: which images got the verdict ``which``."""
+    return torch.tensor([v == which for v in verdicts], dtype=torch.bool)
+
+
 def _share(mask: torch.Tensor) -> float | None:
     return round(float(mask.double().mean()), 6) if len(mask) else None
 
@@ -121,7 +126,7 @@ def _on_known(answered: Answered, data: AttributionData, trust: Trust | None) ->
     if spaces.clean and answered.answers_attack:
         clean_attack = spaces.clean_index[0]
         is_clean = labels.attack == clean_attack
-        said_clean = torch.tensor([v == "clean" for v in answered.verdicts])
+        said_clean = _said(answered.verdicts, "clean")
         misclassified = is_clean & (labels.extra["pred"] != labels.extra["label"]) \
             if {"pred", "label"} <= set(labels.extra) else torch.zeros_like(is_clean)
         attack_right = torch.tensor([a == spaces.attacks[t] for a, t in zip(answered.attacks, labels.attack.tolist())])
@@ -130,7 +135,7 @@ def _on_known(answered: Answered, data: AttributionData, trust: Trust | None) ->
             "recall": _share(said_clean[is_clean]),
             "recall_misclassified": _share(said_clean[misclassified]),
             "misclassified_examples": int(misclassified.sum()),
-            "called_unknown": _share(torch.tensor([v == "unknown" for v in answered.verdicts])[is_clean]),
+            "called_unknown": _share(_said(answered.verdicts, "unknown")[is_clean]),
             "adversarial_called_clean": _share(said_clean[~is_clean]),
             "attack_accuracy_adversarial": _share(attack_right[~is_clean]),
         }
@@ -254,10 +259,10 @@ def _saved_as(members, heads, trust: Trust | None, data: AttributionData, format
         described = {s.key: s.describe() for s in scores}
         entry = {k: metrics[k] for k, _ in signature_metrics(described)}
         if trust is not None:
-            entry["rejected"] = _share(torch.tensor([v == "unknown" for v in verdicts]))
+            entry["rejected"] = _share(_said(verdicts, "unknown"))
         if spaces.clean:
             is_clean = data.labels.attack == spaces.clean_index[0]
-            said_clean = torch.tensor([v == "clean" for v in verdicts])
+            said_clean = _said(verdicts, "clean")
             entry["clean_recall"] = _share(said_clean[is_clean])
             entry["adversarial_called_clean"] = _share(said_clean[~is_clean])
         result[fmt] = entry
